@@ -1,0 +1,23 @@
+//! The Flash socket policy protocol with no I/O at all.
+//!
+//! A Flash Player (or Unity Web Player) client connects to port 843, sends
+//! [`request::POLICY_REQUEST`] (`<policy-file-request/>` and one NUL byte) and
+//! expects a `<cross-domain-policy>` document terminated by one NUL byte.
+//!
+//! * [`request`] decides, byte by byte, whether a client asked for the policy.
+//! * [`policy`] models, validates and renders socket policy documents.
+//! * [`reply`] holds the one response buffer every connection is answered from.
+//!
+//! Everything here works on plain byte slices, so it can be tested, fuzzed and
+//! benchmarked without sockets; the engines in `flashpolicy-server` only move
+//! bytes and ask this crate what to do with them.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod policy;
+pub mod reply;
+pub mod request;
+
+pub use policy::{Policy, PolicyError, Validated};
+pub use reply::Reply;
+pub use request::{Recogniser, Reject, Verdict, POLICY_REQUEST};

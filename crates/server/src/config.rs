@@ -1,0 +1,321 @@
+//! The command line, parsed once into a typed, validated [`Config`].
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use flashpolicy_proto::policy::{self, Policy, PolicyError, SpecError};
+use flashpolicy_proto::reply::{Reply, ReplyError};
+
+/// `flashpolicyd` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "flashpolicyd",
+    version,
+    about = "Serves a Flash socket policy file to Flash Player and Unity Web Player clients",
+    long_about = None
+)]
+pub struct Args {
+    /// Address to listen on (repeatable), e.g. `0.0.0.0:843`, `[::1]:8843`.
+    /// Default: `[::]:843` dual-stack, or `0.0.0.0:843` where IPv6 is absent.
+    #[arg(long = "listen", value_name = "ADDR")]
+    pub listen: Vec<SocketAddr>,
+
+    /// Serve this policy file, byte for byte, after validating it.
+    #[arg(long, value_name = "FILE", conflicts_with = "allow")]
+    pub policy: Option<PathBuf>,
+
+    /// Allow DOMAIN to connect to PORTS (repeatable), e.g. `*.example.com:443,8000-8100`.
+    #[arg(long, value_name = "DOMAIN:PORTS")]
+    pub allow: Vec<String>,
+
+    /// The I/O engine.
+    #[arg(long, value_enum, default_value_t = Backend::Epoll)]
+    pub backend: Backend,
+
+    /// Worker threads, each with its own SO_REUSEPORT listener. Default: the CPUs available.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<NonZeroUsize>,
+
+    /// Close connections that have not sent a complete request within this time.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// Most connections open at once (shared evenly among the workers).
+    #[arg(long, value_name = "N", default_value_t = 65_536)]
+    pub max_connections: usize,
+
+    /// Pin worker i to CPU i (modulo the CPUs available).
+    #[arg(long)]
+    pub pin: bool,
+
+    /// Listen backlog of each listening socket.
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    pub backlog: u32,
+
+    /// Set TCP_DEFER_ACCEPT so accept returns once the request has arrived.
+    #[arg(long)]
+    pub defer_accept: bool,
+
+    /// Log filter (`error`, `warn`, `info`, `debug`, or a tracing directive).
+    #[arg(long, value_name = "FILTER", default_value = "info")]
+    pub log: String,
+}
+
+/// Which engine moves the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    /// epoll through mio, edge-triggered.
+    Epoll,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Backend::Epoll => f.write_str("epoll"),
+        }
+    }
+}
+
+/// Where to listen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    /// `[::]:843` dual-stack, falling back to `0.0.0.0:843`.
+    Default,
+    /// Exactly these addresses.
+    Addrs(Vec<SocketAddr>),
+}
+
+/// Everything the server needs, validated.
+#[derive(Debug)]
+pub struct Config {
+    /// Where to listen.
+    pub listen: Listen,
+    /// The reply every client gets.
+    pub reply: Reply,
+    /// One line describing the policy, for the start-up log.
+    pub policy_summary: String,
+    /// Warnings to log at start-up (already formatted with their source).
+    pub warnings: Vec<String>,
+    /// The engine.
+    pub backend: Backend,
+    /// Worker threads.
+    pub threads: usize,
+    /// Request timeout.
+    pub timeout: Duration,
+    /// Cap on open connections for the whole process.
+    pub max_connections: usize,
+    /// Pin workers to cores.
+    pub pin: bool,
+    /// Listen backlog.
+    pub backlog: u32,
+    /// TCP_DEFER_ACCEPT.
+    pub defer_accept: bool,
+    /// Log filter.
+    pub log: String,
+}
+
+/// A configuration that cannot be served.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// The policy file could not be read.
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The policy file breaks a rule.
+    Policy {
+        /// The file.
+        path: PathBuf,
+        /// Where and which rule.
+        error: PolicyError,
+    },
+    /// The policy cannot be sent as a reply.
+    Reply {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: ReplyError,
+    },
+    /// An `--allow` argument is malformed.
+    Allow {
+        /// The argument.
+        spec: String,
+        /// Why.
+        error: SpecError,
+    },
+    /// A numeric option is out of range.
+    Invalid(String),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read { path, error } => {
+                write!(f, "{}: cannot read policy file: {error}", path.display())
+            }
+            ConfigError::Policy { path, error } => write!(
+                f,
+                "{}:{}:{}: {}",
+                path.display(),
+                error.line,
+                error.column,
+                error.rule
+            ),
+            ConfigError::Reply { path, error } => write!(f, "{}: {error}", path.display()),
+            ConfigError::Allow { spec, error } => write!(f, "--allow '{spec}': {error}"),
+            ConfigError::Invalid(what) => f.write_str(what),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Validates the arguments and builds the reply. Nothing is bound yet.
+    pub fn from_args(args: Args) -> Result<Config, ConfigError> {
+        let mut warnings = Vec::new();
+        let (reply, policy_summary) = if let Some(path) = &args.policy {
+            let document = std::fs::read(path).map_err(|error| ConfigError::Read {
+                path: path.clone(),
+                error,
+            })?;
+            let validated = policy::validate(&document).map_err(|error| ConfigError::Policy {
+                path: path.clone(),
+                error,
+            })?;
+            for w in &validated.warnings {
+                warnings.push(format!(
+                    "{}:{}:{}: {}",
+                    path.display(),
+                    w.line,
+                    w.column,
+                    w.rule
+                ));
+            }
+            let reply = Reply::new(&document).map_err(|error| ConfigError::Reply {
+                path: path.clone(),
+                error,
+            })?;
+            let summary = format!(
+                "{} ({} rules, {} bytes)",
+                path.display(),
+                validated.policy.allow.len(),
+                document.len()
+            );
+            (reply, summary)
+        } else {
+            let policy = if args.allow.is_empty() {
+                warnings.push(
+                    "no --policy or --allow given: serving the default policy, which lets every \
+                     domain connect to every port"
+                        .to_string(),
+                );
+                Policy::allow_all()
+            } else {
+                let mut allow = Vec::with_capacity(args.allow.len());
+                for spec in &args.allow {
+                    allow.push(policy::parse_allow_spec(spec).map_err(|error| {
+                        ConfigError::Allow {
+                            spec: spec.clone(),
+                            error,
+                        }
+                    })?);
+                }
+                Policy {
+                    site_control: None,
+                    allow,
+                }
+            };
+            let document = policy.render();
+            let summary = format!(
+                "generated ({} rules, {} bytes)",
+                policy.allow.len(),
+                document.len()
+            );
+            let reply = Reply::new(document.as_bytes()).map_err(|error| ConfigError::Reply {
+                path: PathBuf::from("<generated>"),
+                error,
+            })?;
+            (reply, summary)
+        };
+
+        if args.max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "--max-connections must be at least 1".into(),
+            ));
+        }
+        if args.timeout.is_zero() {
+            return Err(ConfigError::Invalid("--timeout must be more than 0".into()));
+        }
+        let threads = match args.threads {
+            Some(n) => n.get(),
+            None => std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
+        };
+        let listen = if args.listen.is_empty() {
+            Listen::Default
+        } else {
+            Listen::Addrs(args.listen)
+        };
+        Ok(Config {
+            listen,
+            reply,
+            policy_summary,
+            warnings,
+            backend: args.backend,
+            threads,
+            timeout: args.timeout,
+            max_connections: args.max_connections,
+            pin: args.pin,
+            backlog: args.backlog,
+            defer_accept: args.defer_accept,
+            log: args.log,
+        })
+    }
+}
+
+/// Parses durations like `500ms`, `5s`, `2m`, `1.5s`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or_else(|| format!("'{text}' needs a unit: ms, s or m (e.g. 500ms, 5s)"))?;
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' does not start with a number"))?;
+    let seconds = match unit {
+        "us" => value / 1e6,
+        "ms" => value / 1e3,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => {
+            return Err(format!(
+                "unknown unit '{unit}' in '{text}': use us, ms, s or m"
+            ))
+        }
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("'{text}': {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("5h").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}

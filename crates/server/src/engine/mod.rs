@@ -1,0 +1,69 @@
+//! The engines: per-thread loops that accept, read the request, send the one
+//! reply and close. Each engine is one module that only moves bytes; what the
+//! bytes mean comes from `flashpolicy_proto`.
+
+use std::io;
+use std::net::TcpListener;
+use std::ops::AddAssign;
+use std::time::Duration;
+
+use crate::config::Backend;
+use crate::shutdown::{ShutdownFlag, Wakeup};
+
+pub mod epoll;
+
+/// What one worker needs. Owned by the worker thread.
+#[derive(Debug)]
+pub struct WorkerCtx {
+    /// Index of this worker, for logs and pinning.
+    pub id: usize,
+    /// This worker's own listeners, one per address (non-blocking).
+    pub listeners: Vec<TcpListener>,
+    /// The reply, shared read-only by every worker for the life of the process.
+    pub reply: &'static [u8],
+    /// Close connections without a complete request after this long.
+    pub timeout: Duration,
+    /// Most connections this worker holds open at once.
+    pub max_connections: usize,
+    /// Fires when the worker should look at `shutdown`.
+    pub wakeup: Wakeup,
+    /// Set when the process is shutting down.
+    pub shutdown: ShutdownFlag,
+}
+
+/// Per-worker counters, kept in the worker and summed at exit: no shared
+/// atomics on the per-connection path.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Replies sent in full.
+    pub served: u64,
+    /// Connections closed because their bytes were not a policy request.
+    pub rejected: u64,
+    /// Connections closed by `--timeout`.
+    pub timed_out: u64,
+    /// Connections that failed with an I/O error (reset by the peer, etc.).
+    pub failed: u64,
+    /// Connections closed at once because a limit (`--max-connections`,
+    /// EMFILE/ENFILE) was reached.
+    pub shed: u64,
+}
+
+impl AddAssign for Stats {
+    fn add_assign(&mut self, o: Stats) {
+        self.accepted += o.accepted;
+        self.served += o.served;
+        self.rejected += o.rejected;
+        self.timed_out += o.timed_out;
+        self.failed += o.failed;
+        self.shed += o.shed;
+    }
+}
+
+/// Runs one worker on `backend` until shutdown has drained it.
+pub fn run_worker(backend: Backend, ctx: WorkerCtx) -> io::Result<Stats> {
+    match backend {
+        Backend::Epoll => epoll::run(ctx),
+    }
+}

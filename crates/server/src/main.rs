@@ -1,0 +1,207 @@
+//! `flashpolicyd`: parse, build, run, map errors to exit codes.
+//!
+//! Exit status: 0 after a clean shutdown, 2 for a usage or configuration
+//! error (nothing was served), 1 when the server could not start or a worker
+//! failed.
+
+use std::process::ExitCode;
+use std::sync::mpsc;
+
+use clap::Parser;
+use flashpolicy_server::config::{Args, Config};
+use flashpolicy_server::engine::{self, Stats, WorkerCtx};
+use flashpolicy_server::listener::{self, ListenOptions};
+use flashpolicy_server::shutdown::{ShutdownFlag, Wakeup};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use tracing::{error, info, warn};
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging(&args.log);
+    let config = match Config::from_args(args) {
+        Ok(config) => config,
+        Err(e) => {
+            error!("{e}");
+            eprintln!("flashpolicyd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    for w in &config.warnings {
+        warn!("{w}");
+    }
+    let opts = ListenOptions {
+        backlog: config.backlog,
+        defer_accept_secs: config
+            .defer_accept
+            .then(|| u32::try_from(config.timeout.as_secs().max(1)).unwrap_or(u32::MAX)),
+    };
+    let sockets = listener::bind_all(&config.listen, config.threads, opts)?;
+    if let Some(first) = sockets.first() {
+        for l in first {
+            info!("listening on {}", l.local_addr()?);
+        }
+    }
+    info!(
+        "engine {}, {} threads, timeout {:?}, max {} connections, policy {}",
+        config.backend,
+        config.threads,
+        config.timeout,
+        config.max_connections,
+        config.policy_summary
+    );
+
+    let reply: &'static [u8] = config.reply.clone().leak();
+    let shutdown = ShutdownFlag::default();
+    let per_worker = config.max_connections.div_ceil(config.threads).max(1);
+    let cpus = online_cpus();
+    let (done_tx, done_rx) = mpsc::channel::<(usize, std::io::Result<Stats>)>();
+    let mut wakers = Vec::with_capacity(config.threads);
+    let mut handles = Vec::with_capacity(config.threads);
+    for (id, listeners) in sockets.into_iter().enumerate() {
+        let wakeup = Wakeup::new()?;
+        wakers.push(wakeup.try_clone()?);
+        let ctx = WorkerCtx {
+            id,
+            listeners,
+            reply,
+            timeout: config.timeout,
+            max_connections: per_worker,
+            wakeup,
+            shutdown: shutdown.clone(),
+        };
+        let backend = config.backend;
+        let pin = config.pin.then(|| cpus[id % cpus.len()]);
+        let done = done_tx.clone();
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("worker-{id}"))
+                .spawn(move || {
+                    if let Some(cpu) = pin {
+                        if let Err(e) = pin_to_cpu(cpu) {
+                            warn!("worker {id}: cannot pin to CPU {cpu}: {e}");
+                        }
+                    }
+                    let result = engine::run_worker(backend, ctx);
+                    let _ = done.send((id, result));
+                })?,
+        );
+    }
+    drop(done_tx);
+
+    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    let signal_handle = signals.handle();
+    {
+        let shutdown = shutdown.clone();
+        let wakers: Vec<Wakeup> = wakers
+            .iter()
+            .map(Wakeup::try_clone)
+            .collect::<Result<_, _>>()?;
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                if let Some(sig) = signals.forever().next() {
+                    info!("signal {sig}: no longer accepting; finishing open connections");
+                    stop_all(&shutdown, &wakers);
+                }
+            })?;
+    }
+
+    let mut totals = Stats::default();
+    let mut failed = false;
+    for (id, result) in done_rx.iter() {
+        match result {
+            Ok(stats) => totals += stats,
+            Err(e) => {
+                error!("worker {id} failed: {e}");
+                failed = true;
+                stop_all(&shutdown, &wakers);
+            }
+        }
+    }
+    for h in handles {
+        let _ = h.join();
+    }
+    signal_handle.close();
+    info!(
+        "stopped: served {}, rejected {}, timed out {}, failed {}, shed {} (accepted {})",
+        totals.served,
+        totals.rejected,
+        totals.timed_out,
+        totals.failed,
+        totals.shed,
+        totals.accepted
+    );
+    if failed {
+        return Err("a worker failed".into());
+    }
+    Ok(())
+}
+
+fn stop_all(shutdown: &ShutdownFlag, wakers: &[Wakeup]) {
+    shutdown.trigger();
+    for w in wakers {
+        if let Err(e) = w.wake() {
+            warn!("cannot wake a worker: {e}");
+        }
+    }
+}
+
+/// The CPUs this process may run on, in order.
+fn online_cpus() -> Vec<usize> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_getaffinity
+    // writes at most size_of::<cpu_set_t>() bytes into it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: see above; pid 0 is the calling thread.
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    let cpus: Vec<usize> = if rc == 0 {
+        // SAFETY: CPU_ISSET reads the set we own, with an index below CPU_SETSIZE.
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if cpus.is_empty() {
+        vec![0]
+    } else {
+        cpus
+    }
+}
+
+fn pin_to_cpu(cpu: usize) -> std::io::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: CPU_SET writes inside the set we own; `cpu` comes from
+    // sched_getaffinity so it is below CPU_SETSIZE.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: passes a pointer to our live set and its exact size; pid 0 is
+    // the calling thread.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
