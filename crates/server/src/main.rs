@@ -4,6 +4,7 @@
 //! error (nothing was served), 1 when the server could not start or a worker
 //! failed.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::mpsc;
 
@@ -42,6 +43,7 @@ fn init_logging(filter: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
 }

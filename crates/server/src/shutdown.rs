@@ -25,9 +25,8 @@ impl Wakeup {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: `fd` is a descriptor we just created and nobody else owns.
-        Ok(Wakeup {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Wakeup { fd })
     }
 
     /// A second handle on the same eventfd, for the thread that wakes.

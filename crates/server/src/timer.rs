@@ -40,7 +40,7 @@ impl DeadlineQueue {
     /// Arms a deadline `timeout` after `now` for `(key, generation)`.
     pub fn arm(&mut self, now: Instant, key: usize, generation: u32) {
         let at = now + self.timeout;
-        debug_assert!(self.queue.back().is_none_or(|d| d.at <= at));
+        debug_assert!(self.queue.back().map_or(true, |d| d.at <= at));
         self.queue.push_back(Deadline {
             at,
             key,
