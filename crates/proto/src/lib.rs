@@ -18,6 +18,6 @@ pub mod policy;
 pub mod reply;
 pub mod request;
 
-pub use policy::{Policy, PolicyError, Validated};
+pub use policy::{Policy, PolicyError, Validated, Warning};
 pub use reply::Reply;
 pub use request::{Recogniser, Reject, Verdict, POLICY_REQUEST};

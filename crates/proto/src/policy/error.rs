@@ -1,0 +1,232 @@
+//! What validation reports: errors ([`PolicyError`], a broken [`Rule`]) and
+//! warnings ([`Warning`], a piece of [`Advice`]), each at a 1-based line and
+//! column of the document. Columns count characters, not bytes.
+
+use std::fmt;
+
+use super::domain::DomainError;
+use super::ports::PortsError;
+use super::{MAX_POLICY_LEN, WARN_POLICY_LEN};
+
+/// A rule of socket policy documents that a document breaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Rule {
+    /// The document is larger than [`MAX_POLICY_LEN`].
+    TooLarge {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// The document contains a NUL byte; a client stops reading there.
+    Nul,
+    /// The document is not UTF-8.
+    NotUtf8,
+    /// The document is not well-formed XML (the XML parser's message).
+    Xml(String),
+    /// The root element is not `<cross-domain-policy>`.
+    Root {
+        /// The root element found.
+        found: String,
+    },
+    /// An element lacks a mandatory attribute.
+    MissingAttribute {
+        /// The element.
+        element: &'static str,
+        /// The attribute.
+        attribute: &'static str,
+    },
+    /// A malformed `domain`.
+    Domain(DomainError),
+    /// A malformed `to-ports`.
+    Ports(PortsError),
+    /// `secure` is neither `true` nor `false`.
+    Secure {
+        /// The value found.
+        value: String,
+    },
+    /// `permitted-cross-domain-policies` has an unknown value.
+    MetaPolicy {
+        /// The value found.
+        value: String,
+    },
+    /// `permitted-cross-domain-policies` has a value that only HTTP or FTP
+    /// policies may use (`by-content-type`, `by-ftp-filename`).
+    MetaPolicyNotForSockets {
+        /// The value found.
+        value: String,
+    },
+    /// A second `<site-control>`.
+    DuplicateSiteControl {
+        /// Line of the first one.
+        first_line: u32,
+    },
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rule::TooLarge { len } => write!(
+                f,
+                "the policy is {len} bytes; the most a socket policy may have is {MAX_POLICY_LEN}"
+            ),
+            Rule::Nul => f.write_str(
+                "the policy contains a NUL byte; a client stops reading at the first NUL",
+            ),
+            Rule::NotUtf8 => f.write_str("the policy is not valid UTF-8"),
+            Rule::Xml(message) => write!(f, "not well-formed XML: {message}"),
+            Rule::Root { found } => write!(
+                f,
+                "the root element must be <cross-domain-policy>, not <{found}>"
+            ),
+            Rule::MissingAttribute { element, attribute } => write!(
+                f,
+                "<{element}> must have a `{attribute}` attribute"
+            ),
+            Rule::Domain(e) => e.fmt(f),
+            Rule::Ports(e) => e.fmt(f),
+            Rule::Secure { value } => write!(
+                f,
+                "secure must be `true` or `false`, not `{value}`"
+            ),
+            Rule::MetaPolicy { value } => write!(
+                f,
+                "permitted-cross-domain-policies must be `all`, `master-only` or `none`, not `{value}`"
+            ),
+            Rule::MetaPolicyNotForSockets { value } => write!(
+                f,
+                "permitted-cross-domain-policies `{value}` applies only to HTTP or FTP policies; \
+                 a socket policy takes `all`, `master-only` or `none`"
+            ),
+            Rule::DuplicateSiteControl { first_line } => write!(
+                f,
+                "a policy may have only one <site-control>; the first is on line {first_line}"
+            ),
+        }
+    }
+}
+
+/// Something valid but probably not what the author wants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Advice {
+    /// The document is larger than [`WARN_POLICY_LEN`]: clients read the
+    /// reply in one read, and a reply larger than one segment can arrive cut.
+    Large {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// No `<allow-access-from>`: the policy grants nothing.
+    GrantsNothing,
+    /// `site-control` is `none`, which disables every socket policy on the
+    /// host, this one included.
+    MetaPolicyNone,
+    /// `secure="true"`, which Adobe advises against for socket policies of
+    /// servers that are not local.
+    SecureTrue,
+    /// `to-ports` contains blanks, which Flash Player may not accept.
+    BlanksInPorts,
+    /// An element socket policies do not define; clients ignore it.
+    UnknownElement {
+        /// Its name.
+        name: String,
+    },
+    /// An attribute the element does not define; clients ignore it.
+    UnknownAttribute {
+        /// The element.
+        element: String,
+        /// The attribute.
+        attribute: String,
+    },
+    /// `<allow-http-request-headers-from>` is for HTTP policies only.
+    HttpOnlyElement {
+        /// Its name.
+        name: String,
+    },
+    /// Text (other than whitespace) where only elements belong.
+    StrayText,
+}
+
+impl fmt::Display for Advice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Advice::Large { len } => write!(
+                f,
+                "the policy is {len} bytes; above {WARN_POLICY_LEN} it may not fit in one \
+                 segment, and clients that read it in one read can get it cut"
+            ),
+            Advice::GrantsNothing => f.write_str(
+                "the policy has no <allow-access-from>, so it grants nothing to anybody",
+            ),
+            Advice::MetaPolicyNone => f.write_str(
+                "permitted-cross-domain-policies `none` forbids every socket policy on this \
+                 host, this one included: its rules grant nothing",
+            ),
+            Advice::SecureTrue => f.write_str(
+                "secure=\"true\" in a socket policy is meaningful only for local servers; Adobe \
+                 advises against it for servers reached over the network",
+            ),
+            Advice::BlanksInPorts => f.write_str(
+                "to-ports contains blanks; Flash Player may not accept them, write e.g. `80,443`",
+            ),
+            Advice::UnknownElement { name } => write!(
+                f,
+                "<{name}> is not part of a socket policy; clients ignore it"
+            ),
+            Advice::UnknownAttribute { element, attribute } => write!(
+                f,
+                "<{element}> has no `{attribute}` attribute; clients ignore it"
+            ),
+            Advice::HttpOnlyElement { name } => write!(
+                f,
+                "<{name}> applies only to HTTP policies; socket clients ignore it"
+            ),
+            Advice::StrayText => {
+                f.write_str("text outside any attribute is not part of a policy; clients ignore it")
+            }
+        }
+    }
+}
+
+/// A rule broken at a position of the document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyError {
+    /// 1-based line.
+    pub line: u32,
+    /// 1-based column, in characters.
+    pub column: u32,
+    /// The rule broken.
+    pub rule: Rule,
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "line {}, column {}: {}",
+            self.line, self.column, self.rule
+        )
+    }
+}
+
+impl std::error::Error for PolicyError {}
+
+/// Advice about a position of the document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    /// 1-based line.
+    pub line: u32,
+    /// 1-based column, in characters.
+    pub column: u32,
+    /// What to consider.
+    pub rule: Advice,
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "line {}, column {}: {}",
+            self.line, self.column, self.rule
+        )
+    }
+}
