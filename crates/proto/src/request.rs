@@ -122,7 +122,13 @@ impl Recogniser {
     }
 
     /// Feeds the next bytes the client sent.
+    ///
+    /// Once a verdict has been given, every later call (even with an empty
+    /// slice) returns [`Reject::AfterVerdict`].
     pub fn feed(&mut self, bytes: &[u8]) -> Verdict {
+        if self.state == State::Done {
+            return Verdict::Reject(Reject::AfterVerdict);
+        }
         let start = self.matched();
         for (i, &byte) in bytes.iter().enumerate() {
             let next = match self.state {
@@ -297,6 +303,7 @@ mod tests {
             Verdict::Reject(Reject::AfterVerdict)
         );
         assert_eq!(r.eof(), Verdict::Reject(Reject::AfterVerdict));
+        assert_eq!(r.feed(b""), Verdict::Reject(Reject::AfterVerdict));
     }
 
     #[test]
