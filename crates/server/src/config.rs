@@ -32,9 +32,14 @@ pub struct Args {
     #[arg(long, value_name = "DOMAIN:PORTS")]
     pub allow: Vec<String>,
 
-    /// The I/O engine.
-    #[arg(long, value_enum, default_value_t = Backend::Epoll)]
+    /// The I/O engine: `auto` uses io_uring where the kernel allows it, epoll otherwise.
+    #[arg(long, value_enum, default_value_t = Backend::Auto)]
     pub backend: Backend,
+
+    /// io_uring engine: send the reply with IORING_OP_SEND_ZC (zero-copy).
+    /// Only pays for large replies on real NICs, never on loopback.
+    #[arg(long)]
+    pub send_zc: bool,
 
     /// Worker threads, each with its own SO_REUSEPORT listener. Default: the CPUs available.
     #[arg(long, value_name = "N")]
@@ -68,14 +73,20 @@ pub struct Args {
 /// Which engine moves the bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Backend {
+    /// io_uring where the kernel allows it (probed once at start-up), epoll otherwise.
+    Auto,
     /// epoll through mio, edge-triggered.
     Epoll,
+    /// io_uring: multishot accept, one ring per worker.
+    Uring,
 }
 
 impl fmt::Display for Backend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Backend::Auto => f.write_str("auto"),
             Backend::Epoll => f.write_str("epoll"),
+            Backend::Uring => f.write_str("uring"),
         }
     }
 }
@@ -102,6 +113,8 @@ pub struct Config {
     pub warnings: Vec<String>,
     /// The engine.
     pub backend: Backend,
+    /// io_uring engine: send with IORING_OP_SEND_ZC.
+    pub send_zc: bool,
     /// Worker threads.
     pub threads: usize,
     /// Request timeout.
@@ -268,6 +281,7 @@ impl Config {
             policy_summary,
             warnings,
             backend: args.backend,
+            send_zc: args.send_zc,
             threads,
             timeout: args.timeout,
             max_connections: args.max_connections,

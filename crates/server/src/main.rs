@@ -48,10 +48,13 @@ fn init_logging(filter: &str) {
         .init();
 }
 
-fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+fn run(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
     for w in &config.warnings {
         warn!("{w}");
     }
+    let resolved = engine::resolve_backend(config.backend, config.send_zc)?;
+    info!("engine {}: {}", resolved.backend, resolved.reason);
+    config.backend = resolved.backend;
     let opts = ListenOptions {
         backlog: config.backlog,
         defer_accept_secs: config
@@ -91,6 +94,7 @@ fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
             max_connections: per_worker,
             wakeup,
             shutdown: shutdown.clone(),
+            send_zc: config.send_zc,
         };
         let backend = config.backend;
         let pin = config.pin.then(|| cpus[id % cpus.len()]);

@@ -11,6 +11,7 @@ use crate::config::Backend;
 use crate::shutdown::{ShutdownFlag, Wakeup};
 
 pub mod epoll;
+pub mod uring;
 
 /// What one worker needs. Owned by the worker thread.
 #[derive(Debug)]
@@ -29,6 +30,8 @@ pub struct WorkerCtx {
     pub wakeup: Wakeup,
     /// Set when the process is shutting down.
     pub shutdown: ShutdownFlag,
+    /// io_uring engine: send the reply with IORING_OP_SEND_ZC.
+    pub send_zc: bool,
 }
 
 /// Per-worker counters, kept in the worker and summed at exit: no shared
@@ -62,8 +65,58 @@ impl AddAssign for Stats {
 }
 
 /// Runs one worker on `backend` until shutdown has drained it.
+///
+/// `backend` should already be resolved by [`resolve_backend`]; `Auto` is
+/// resolved again here (the probe is cheap) rather than trusted blindly.
 pub fn run_worker(backend: Backend, ctx: WorkerCtx) -> io::Result<Stats> {
     match backend {
         Backend::Epoll => epoll::run(ctx),
+        Backend::Uring => uring::run(ctx),
+        Backend::Auto => match resolve_backend(Backend::Auto, ctx.send_zc) {
+            Ok(resolved) if resolved.backend == Backend::Uring => uring::run(ctx),
+            _ => epoll::run(ctx),
+        },
+    }
+}
+
+/// The engine chosen at start-up, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// `Epoll` or `Uring`, never `Auto`.
+    pub backend: Backend,
+    /// One line for the start-up log.
+    pub reason: String,
+}
+
+/// Turns the requested backend into the one to run, probing io_uring once.
+///
+/// `auto` picks io_uring when [`uring::probe`] succeeds and epoll otherwise;
+/// `uring` on a kernel that refuses io_uring is an error (the message says
+/// why); `epoll` is taken as asked.
+pub fn resolve_backend(requested: Backend, send_zc: bool) -> Result<Resolved, String> {
+    match requested {
+        Backend::Epoll => Ok(Resolved {
+            backend: Backend::Epoll,
+            reason: "asked for with --backend epoll".into(),
+        }),
+        Backend::Uring => match uring::probe(send_zc) {
+            Ok(found) => Ok(Resolved {
+                backend: Backend::Uring,
+                reason: format!("asked for with --backend uring; {found}"),
+            }),
+            Err(why) => Err(format!(
+                "--backend uring: io_uring is not available: {why} (use --backend epoll or auto)"
+            )),
+        },
+        Backend::Auto => Ok(match uring::probe(send_zc) {
+            Ok(found) => Resolved {
+                backend: Backend::Uring,
+                reason: format!("auto: {found}"),
+            },
+            Err(why) => Resolved {
+                backend: Backend::Epoll,
+                reason: format!("auto: io_uring unavailable ({why}), using epoll"),
+            },
+        }),
     }
 }
