@@ -126,39 +126,37 @@ impl Recogniser {
     /// Once a verdict has been given, every later call (even with an empty
     /// slice) returns [`Reject::AfterVerdict`].
     pub fn feed(&mut self, bytes: &[u8]) -> Verdict {
-        if self.state == State::Done {
-            return Verdict::Reject(Reject::AfterVerdict);
+        let matched = self.matched();
+        let mut i = 0;
+        match self.state {
+            State::Done => return Verdict::Reject(Reject::AfterVerdict),
+            State::Start | State::Tag(_) if matched < TAG.len() => {
+                // Compare the rest of the tag in one go; find the wrong byte
+                // only when there is one.
+                let rest = &TAG[matched..];
+                i = rest.len().min(bytes.len());
+                if bytes[..i] != rest[..i] {
+                    let j = bytes.iter().zip(rest).take_while(|(a, b)| a == b).count();
+                    return self.reject(matched + j, bytes[j]);
+                }
+                // `matched + i` is at most `TAG.len()`, which fits in a `u8`.
+                self.state = State::Tag((matched + i) as u8);
+            }
+            _ => {}
         }
-        let start = self.matched();
-        for (i, &byte) in bytes.iter().enumerate() {
-            let next = match self.state {
-                State::Start | State::Tag(_) => {
-                    let n = self.matched();
-                    if n == TAG.len() {
-                        match byte {
-                            b'\0' | b'\n' => {
-                                self.state = State::Done;
-                                return Verdict::Request { consumed: i + 1 };
-                            }
-                            b'\r' => State::CarriageReturn,
-                            _ => return self.reject(start + i, byte),
-                        }
-                    } else if TAG[n] == byte {
-                        State::Tag(n as u8 + 1)
-                    } else {
-                        return self.reject(start + i, byte);
-                    }
+        // The whole tag has arrived (or the slice ended): at most two
+        // terminator bytes are left to decide on.
+        for (k, &byte) in bytes[i..].iter().enumerate() {
+            let offset = matched + i + k;
+            let consumed = i + k + 1;
+            match (self.state, byte) {
+                (State::CarriageReturn, b'\n') | (State::Tag(_), b'\0' | b'\n') => {
+                    self.state = State::Done;
+                    return Verdict::Request { consumed };
                 }
-                State::CarriageReturn => {
-                    if byte == b'\n' {
-                        self.state = State::Done;
-                        return Verdict::Request { consumed: i + 1 };
-                    }
-                    return self.reject(start + i, byte);
-                }
-                State::Done => return Verdict::Reject(Reject::AfterVerdict),
-            };
-            self.state = next;
+                (State::Tag(_), b'\r') => self.state = State::CarriageReturn,
+                _ => return self.reject(offset, byte),
+            }
         }
         Verdict::NeedMore
     }
