@@ -1,0 +1,519 @@
+//! Tests specific to the io_uring engine: completion-queue overflow, mass
+//! timeouts, resets, shutdown with thousands of operations in flight,
+//! descriptor leaks, `--send-zc`, and how `--backend auto` chooses.
+//!
+//! Every behaviour test in the other files also runs against `uring` (see
+//! `common::backends`). Where this kernel refuses io_uring, these tests print
+//! why and pass without running (except the fallback tests, which need no
+//! io_uring at all).
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{ErrorKind, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// `FLASHPOLICYD_FORCE_NO_URING=1` makes the io_uring probe fail.
+const FORCE_NO_URING: &str = "FLASHPOLICYD_FORCE_NO_URING";
+/// Overrides the ring size (submission entries; the CQ gets 4x).
+const URING_ENTRIES: &str = "FLASHPOLICYD_URING_ENTRIES";
+
+/// Whether io_uring works here; prints why a test is skipped if not.
+fn uring_here(test: &str) -> bool {
+    match uring_unavailable() {
+        None => true,
+        Some(why) => {
+            eprintln!("{test}: skipped: io_uring is unavailable here: {why}");
+            false
+        }
+    }
+}
+
+/// Raises this process's RLIMIT_NOFILE soft limit towards `want` (children
+/// inherit it) and returns the soft limit now in force.
+fn raise_nofile(want: u64) -> u64 {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the live struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
+        return 1024;
+    }
+    let target: u64 = want.min(rl.rlim_max).max(rl.rlim_cur);
+    if target > rl.rlim_cur {
+        rl.rlim_cur = target;
+        // SAFETY: setrlimit reads one live rlimit; raising the soft limit up
+        // to the hard limit needs no privilege.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rl) };
+    }
+    target
+}
+
+/// How many connections a test can afford: `want`, or fewer when the
+/// descriptor limit is low (each connection costs one descriptor here and
+/// one in the server).
+fn affordable(want: usize) -> usize {
+    let limit = raise_nofile(2 * want as u64 + 200) as usize;
+    let n = want.min(limit.saturating_sub(200) / 2);
+    if n < want {
+        eprintln!("RLIMIT_NOFILE is {limit}: using {n} connections instead of {want}");
+    }
+    n
+}
+
+/// Descriptors open in process `pid`.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Descriptors open in `pid` once start-up has settled: workers open their
+/// ring and spare descriptor after "listening on" is logged, so wait until
+/// the count holds still.
+fn settled_fds(pid: u32) -> usize {
+    let mut last = open_fds(pid);
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = open_fds(pid);
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    last
+}
+
+/// Waits (bounded) until `pid` has at most `target` descriptors open;
+/// returns the last count.
+fn wait_fds(pid: u32, target: usize, timeout: Duration) -> usize {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let n = open_fds(pid);
+        if n <= target || Instant::now() >= deadline {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The counters of the "stopped: served N, rejected N, ..." line.
+fn totals(log: &str) -> HashMap<String, u64> {
+    let line = log
+        .lines()
+        .find(|l| l.contains("stopped: served"))
+        .unwrap_or_else(|| panic!("no totals line in the log:\n{log}"));
+    let text = &line[line.find("stopped:").expect("stopped") + "stopped:".len()..];
+    let mut out = HashMap::new();
+    for part in text.split([',', '(', ')']) {
+        let words: Vec<&str> = part.split_whitespace().collect();
+        if let Some((number, name)) = words.split_last() {
+            if let Ok(n) = number.parse::<u64>() {
+                out.insert(name.join(" "), n);
+            }
+        }
+    }
+    out
+}
+
+/// Every accepted connection ended in exactly one way: none was lost.
+fn assert_accounted(t: &HashMap<String, u64>, what: &str) {
+    let ended: u64 = ["served", "rejected", "timed out", "failed", "shed"]
+        .iter()
+        .map(|k| t.get(*k).copied().unwrap_or(0))
+        .sum();
+    assert_eq!(
+        t.get("accepted").copied(),
+        Some(ended),
+        "{what}: accepted connections must each end exactly once: {t:?}"
+    );
+}
+
+/// SIGTERM, then the exit status (must be 0) and the totals.
+fn stop(server: &mut Server, within: Duration, what: &str) -> HashMap<String, u64> {
+    server.signal(libc::SIGTERM);
+    let status = server
+        .wait_exit(within)
+        .unwrap_or_else(|| panic!("{what}: no exit within {within:?}:\n{}", server.log_text()));
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{what}: exit status; log:\n{}",
+        server.log_text()
+    );
+    let log = server.log_text();
+    assert!(!log.contains("panicked"), "{what}: panic:\n{log}");
+    let t = totals(&log);
+    assert_accounted(&t, what);
+    t
+}
+
+/// Opens `n` connections and sends each `prefix` (maybe nothing).
+fn open_many(addr: SocketAddr, n: usize, prefix: &[u8]) -> Vec<TcpStream> {
+    (0..n)
+        .map(|_| {
+            let mut s = connect(addr);
+            if !prefix.is_empty() {
+                s.write_all(prefix).expect("write prefix");
+            }
+            s
+        })
+        .collect()
+}
+
+/// Closes `stream` with SO_LINGER 0, so the kernel sends RST.
+fn reset(stream: TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    use std::os::fd::AsRawFd;
+    // SAFETY: passes a live linger struct and its exact size to our socket.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_LINGER");
+    drop(stream);
+}
+
+/// Reads each stream to its end and checks it got `expected` and a FIN.
+fn assert_all_served(streams: Vec<TcpStream>, expected: &[u8], what: &str) {
+    for (i, mut s) in streams.into_iter().enumerate() {
+        let got = read_to_close(&mut s, 1 << 20)
+            .unwrap_or_else(|(e, got)| panic!("{what} #{i}: {e} after {} bytes", got.len()));
+        assert_eq!(got, expected, "{what} #{i}: wrong reply");
+        assert_eq!(
+            tcp_state(&s),
+            TCP_CLOSE_WAIT,
+            "{what} #{i}: not closed with FIN"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Choosing the engine
+
+#[test]
+fn auto_is_the_default_and_picks_uring_where_available() {
+    // `auto` is the default.
+    let help = Command::new(BIN)
+        .arg("--help")
+        .stdin(Stdio::null())
+        .output()
+        .expect("flashpolicyd --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("[default: auto]"), "--help:\n{help}");
+    let server = Server::start("auto", &["--threads", "1"]);
+    let log = server.log_text();
+    match uring_unavailable() {
+        None => assert!(
+            log.contains("engine uring: auto: io_uring available"),
+            "auto did not pick uring:\n{log}"
+        ),
+        Some(why) => {
+            eprintln!("io_uring unavailable ({why}): auto must fall back");
+            assert!(
+                log.contains("engine epoll: auto: io_uring unavailable"),
+                "{log}"
+            );
+        }
+    }
+    assert_served(server.addr(), &[REQUEST], &default_reply(), "auto");
+}
+
+#[test]
+fn auto_falls_back_to_epoll_when_io_uring_is_refused() {
+    let mut server = Server::builder("auto")
+        .env(FORCE_NO_URING, "1")
+        .args(&["--threads", "1"])
+        .start();
+    let log = server.log_text();
+    assert!(
+        log.contains("engine epoll: auto: io_uring unavailable")
+            && log.contains("FLASHPOLICYD_FORCE_NO_URING=1 is set"),
+        "no fallback log line:\n{log}"
+    );
+    assert_served(server.addr(), &[REQUEST], &default_reply(), "fallback");
+    stop(&mut server, PROCESS_TIMEOUT, "fallback");
+}
+
+#[test]
+fn backend_uring_on_a_refusing_kernel_is_a_clear_error() {
+    let mut child = Command::new(BIN)
+        .args(["--backend", "uring", "--listen", "127.0.0.1:0"])
+        .env(FORCE_NO_URING, "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start");
+    let deadline = Instant::now() + PROCESS_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("--backend uring did not exit on a refusing kernel");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("stderr");
+    assert_eq!(status.code(), Some(1), "exit status; stderr:\n{stderr}");
+    assert!(
+        stderr.contains("--backend uring: io_uring is not available"),
+        "no clear message:\n{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        !stderr.contains("listening on"),
+        "it must not start:\n{stderr}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Robustness
+
+#[test]
+fn a_burst_larger_than_the_completion_queue_is_all_served() {
+    if !uring_here("burst") {
+        return;
+    }
+    // A ring of 4 submission entries has a 16-entry completion queue; the
+    // burst overflows it many times over (IORING_FEAT_NODROP keeps them).
+    let mut server = Server::builder("uring")
+        .env(URING_ENTRIES, "4")
+        .args(&["--threads", "1"])
+        .start();
+    let addr = server.addr();
+    let expected = default_reply();
+    const THREADS: usize = 8;
+    const EACH: usize = 64;
+    let per_thread = affordable(THREADS * EACH) / THREADS;
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let expected = expected.clone();
+            std::thread::spawn(move || {
+                let streams = open_many(addr, per_thread, REQUEST);
+                assert_all_served(streams, &expected, &format!("burst thread {t}"));
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("a client thread failed");
+    }
+    let t = stop(&mut server, PROCESS_TIMEOUT, "burst");
+    assert_eq!(t["served"], (THREADS * per_thread) as u64, "{t:?}");
+}
+
+#[test]
+fn thousands_of_idle_connections_time_out_together() {
+    if !uring_here("idle") {
+        return;
+    }
+    let n = affordable(2000);
+    let mut server = Server::start("uring", &["--threads", "1", "--timeout", "1500ms"]);
+    let addr = server.addr();
+    let pid = server.pid();
+    let expected = default_reply();
+    assert_served(addr, &[REQUEST], &expected, "before");
+    let baseline = settled_fds(pid);
+
+    let started = Instant::now();
+    let idle = open_many(addr, n, b"");
+    // Idle clients do not slow anybody else down.
+    let t0 = Instant::now();
+    assert_served(addr, &[REQUEST], &expected, "among idle clients");
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "slow among idle: {:?}",
+        t0.elapsed()
+    );
+
+    for (i, mut s) in idle.into_iter().enumerate() {
+        s.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        match read_to_close(&mut s, 64) {
+            Ok(got) => assert!(got.is_empty(), "idle #{i} got {} bytes", got.len()),
+            Err((e, _)) => panic!("idle #{i} was not closed: {e}"),
+        }
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(30), "{n} timeouts took {took:?}");
+    let left = wait_fds(pid, baseline, Duration::from_secs(5));
+    assert_eq!(left, baseline, "descriptors after {n} timeouts");
+    let t = stop(&mut server, PROCESS_TIMEOUT, "idle");
+    assert_eq!(t["timed out"], n as u64, "{t:?}");
+    assert_eq!(t["served"], 2, "{t:?}");
+}
+
+#[test]
+fn clients_that_reset_mid_operation_are_cleaned_up() {
+    if !uring_here("resets") {
+        return;
+    }
+    let mut server = Server::start("uring", &["--threads", "1", "--timeout", "10s"]);
+    let addr = server.addr();
+    let pid = server.pid();
+    let expected = default_reply();
+    assert_served(addr, &[REQUEST], &expected, "before");
+    let baseline = settled_fds(pid);
+
+    for round in 0..3 {
+        // Reset after half a request (a recv in flight)...
+        for s in open_many(addr, 100, &REQUEST[..10]) {
+            reset(s);
+        }
+        // ...after the whole request (the reply may be in flight)...
+        for s in open_many(addr, 100, REQUEST) {
+            reset(s);
+        }
+        // ...and before sending anything.
+        for s in open_many(addr, 100, b"") {
+            reset(s);
+        }
+        assert_served(addr, &[REQUEST], &expected, &format!("after round {round}"));
+    }
+    let left = wait_fds(pid, baseline, Duration::from_secs(10));
+    assert_eq!(left, baseline, "descriptors after resets");
+    let t = stop(&mut server, PROCESS_TIMEOUT, "resets");
+    assert_eq!(t["accepted"], 4 + 900, "{t:?}");
+    assert_eq!(
+        t["timed out"], 0,
+        "resets must not wait for the timeout: {t:?}"
+    );
+}
+
+#[test]
+fn sigterm_with_thousands_of_operations_in_flight_finishes_them_and_exits_0() {
+    if !uring_here("shutdown") {
+        return;
+    }
+    let n = affordable(2000);
+    let mut server = Server::start("uring", &["--threads", "2", "--timeout", "60s"]);
+    let addr = server.addr();
+    let expected = default_reply();
+    // Thousands of recvs in flight, and some clients half-way through.
+    let idle = open_many(addr, n, b"");
+    let mut halfway = open_many(addr, 50, &REQUEST[..11]);
+    assert_served(addr, &[REQUEST], &expected, "before");
+    std::thread::sleep(Duration::from_millis(200));
+
+    server.signal(libc::SIGTERM);
+    assert!(
+        server.wait_for_log("no longer accepting", PROCESS_TIMEOUT),
+        "{}",
+        server.log_text()
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(server.is_running(), "exited with connections in flight");
+
+    // In-flight connections are still served after the signal.
+    for s in &mut halfway {
+        s.write_all(&REQUEST[11..]).expect("rest of request");
+    }
+    assert_all_served(halfway, &expected, "in flight at SIGTERM");
+    // The idle ones close by themselves; then the server must exit 0.
+    drop(idle);
+    let status = server
+        .wait_exit(Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("no exit after the last client left:\n{}", server.log_text()));
+    assert_eq!(status.code(), Some(0), "{}", server.log_text());
+    let t = totals(&server.log_text());
+    assert_accounted(&t, "shutdown");
+    assert_eq!(t["served"], 51, "{t:?}");
+}
+
+#[test]
+fn sigterm_with_idle_connections_exits_0_after_they_time_out() {
+    if !uring_here("shutdown timeout") {
+        return;
+    }
+    let n = affordable(2000);
+    let mut server = Server::start("uring", &["--threads", "1", "--timeout", "1s"]);
+    let addr = server.addr();
+    let _idle = open_many(addr, n, b"");
+    std::thread::sleep(Duration::from_millis(100));
+    let t = stop(&mut server, Duration::from_secs(20), "shutdown timeout");
+    assert_eq!(t["timed out"], n as u64, "{t:?}");
+}
+
+#[test]
+fn no_descriptor_leaks_after_mixed_load() {
+    if !uring_here("leaks") {
+        return;
+    }
+    let mut server = Server::start("uring", &["--threads", "2", "--timeout", "500ms"]);
+    let addr = server.addr();
+    let pid = server.pid();
+    let expected = default_reply();
+    assert_served(addr, &[REQUEST], &expected, "warm-up");
+    let baseline = settled_fds(pid);
+
+    let good = open_many(addr, 200, REQUEST);
+    let garbage = open_many(addr, 100, b"GET / HTTP/1.0\r\n\r\n");
+    let truncated = open_many(addr, 100, &REQUEST[..5]);
+    for s in &truncated {
+        s.shutdown(std::net::Shutdown::Write).expect("half-close");
+    }
+    let idle = open_many(addr, 50, b"");
+    for s in open_many(addr, 100, &REQUEST[..15]) {
+        reset(s);
+    }
+    assert_all_served(good, &expected, "good");
+    for (what, streams) in [
+        ("garbage", garbage),
+        ("truncated", truncated),
+        ("idle", idle),
+    ] {
+        for (i, mut s) in streams.into_iter().enumerate() {
+            match read_to_close(&mut s, 64) {
+                Ok(got) => assert!(got.is_empty(), "{what} #{i} got a reply"),
+                Err((e, got)) => assert!(
+                    got.is_empty() && e.kind() == ErrorKind::ConnectionReset,
+                    "{what} #{i}: {e}"
+                ),
+            }
+        }
+    }
+    let left = wait_fds(pid, baseline, Duration::from_secs(10));
+    assert_eq!(left, baseline, "descriptors after the load");
+    let t = stop(&mut server, PROCESS_TIMEOUT, "leaks");
+    assert_eq!(t["served"], 201, "{t:?}");
+    assert_eq!(t["rejected"], 200, "{t:?}");
+    assert_eq!(t["timed out"], 50, "{t:?}");
+}
+
+#[test]
+fn send_zc_serves_the_same_reply() {
+    if !uring_here("send-zc") {
+        return;
+    }
+    let mut server = Server::start("uring", &["--threads", "1", "--send-zc"]);
+    let addr = server.addr();
+    let expected = default_reply();
+    assert_served(addr, &[REQUEST], &expected, "send-zc");
+    assert_served(
+        addr,
+        &[&REQUEST[..7], &REQUEST[7..]],
+        &expected,
+        "send-zc split",
+    );
+    let streams = open_many(addr, 200, REQUEST);
+    assert_all_served(streams, &expected, "send-zc burst");
+    let t = stop(&mut server, PROCESS_TIMEOUT, "send-zc");
+    assert_eq!(t["served"], 202, "{t:?}");
+}
