@@ -1,0 +1,125 @@
+//! The load generator against a real `flashpolicyd` (epoll engine, one
+//! thread): closed and open loop must give successes only, and sane
+//! histograms. Skipped, with a note, when the server binary is not built
+//! (`cargo nextest run --workspace` builds it).
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+fn server() -> Option<Server> {
+    match Server::binary() {
+        Some(bin) => Some(Server::start(&bin, &[])),
+        None => {
+            eprintln!("SKIPPED: flashpolicyd is not built next to flashpolicy-loadgen; build the workspace");
+            None
+        }
+    }
+}
+
+/// Percentiles never fall as the percentile rises, nothing is zero-sized
+/// nonsense, and nothing is absurdly slow for loopback.
+fn assert_sane(j: &Value, what: &str) {
+    for h in ["connect", "first_byte", "total"] {
+        let p = |k: &str| u(j, &["latency_us", h, k]);
+        let (p50, p90, p99, p999, max) = (p("p50"), p("p90"), p("p99"), p("p99_9"), p("max"));
+        assert!(
+            p50 <= p90 && p90 <= p99 && p99 <= p999 && p999 <= max,
+            "{what} {h}: {p50} {p90} {p99} {p999} {max}"
+        );
+        assert!(max < 5_000_000, "{what} {h}: max {max} µs");
+    }
+    assert!(
+        u(j, &["latency_us", "total", "p50"]) > 0,
+        "{what}: zero total latency"
+    );
+    assert!(
+        u(j, &["latency_us", "connect", "p50"]) <= u(j, &["latency_us", "total", "p50"]),
+        "{what}: connect above total"
+    );
+}
+
+#[test]
+fn closed_loop_against_flashpolicyd() {
+    let Some(server) = server() else { return };
+    let dir = TempDir::new("real-closed");
+    let run = run_loadgen(
+        &dir,
+        "closed",
+        &[
+            "-c",
+            "20",
+            "--count",
+            "3000",
+            "--threads",
+            "1",
+            &server.addr.to_string(),
+        ],
+    );
+    let j = &run.json;
+    assert_eq!(j["mode"], "closed");
+    assert_eq!(u(j, &["ok"]), 3000, "{}", run.stdout);
+    assert_eq!(errors_total(j), 0, "{}", run.stdout);
+    assert_eq!(u(j, &["latency_us", "total", "count"]), 3000);
+    assert!(j["throughput_per_sec"].as_f64().unwrap_or(0.0) > 0.0);
+    assert!(j["generator_cpu_us_per_conn"].as_f64().unwrap_or(0.0) > 0.0);
+    assert_sane(j, "closed");
+}
+
+#[test]
+fn open_loop_against_flashpolicyd() {
+    let Some(server) = server() else { return };
+    let dir = TempDir::new("real-open");
+    let run = run_loadgen(
+        &dir,
+        "open",
+        &[
+            "--rate",
+            "500",
+            "--duration",
+            "2s",
+            "--warmup",
+            "200ms",
+            "--ramp",
+            "200ms",
+            &server.addr.to_string(),
+        ],
+    );
+    let j = &run.json;
+    assert_eq!(j["mode"], "open");
+    let ok = u(j, &["ok"]);
+    // 2 s at 500/s after the warm-up (which absorbs the ramp).
+    assert!((950..=1050).contains(&ok), "ok {ok}\n{}", run.stdout);
+    assert_eq!(errors_total(j), 0, "{}", run.stdout);
+    assert_sane(j, "open");
+    let tput = j["throughput_per_sec"].as_f64().unwrap_or(0.0);
+    assert!((450.0..=550.0).contains(&tput), "throughput {tput}");
+}
+
+#[test]
+fn expect_matches_the_policy_file_served() {
+    let Some(bin) = Server::binary() else {
+        eprintln!("SKIPPED: flashpolicyd is not built");
+        return;
+    };
+    let dir = TempDir::new("real-expect");
+    let policy = dir.expect_file();
+    let policy = policy.to_str().expect("utf-8");
+    let server = Server::start(&bin, &["--policy", policy]);
+    let run = run_loadgen(
+        &dir,
+        "expect",
+        &[
+            "-c",
+            "4",
+            "--count",
+            "200",
+            "--expect",
+            policy,
+            &server.addr.to_string(),
+        ],
+    );
+    assert_eq!(u(&run.json, &["ok"]), 200, "{}", run.stdout);
+    assert_eq!(errors_total(&run.json), 0);
+}
