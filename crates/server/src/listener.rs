@@ -80,11 +80,8 @@ pub fn bind_all(
         Listen::Addrs(addrs) => addrs.clone(),
         Listen::Default => {
             let v6 = SocketAddr::from((Ipv6Addr::UNSPECIFIED, 843));
-            match bind_one(v6, opts) {
-                Ok(probe) => {
-                    drop(probe);
-                    vec![v6]
-                }
+            match probe_free(v6) {
+                Ok(()) => vec![v6],
                 Err(e) if ipv6_absent(&e.error) => {
                     vec![SocketAddr::from((Ipv4Addr::UNSPECIFIED, 843))]
                 }
@@ -94,6 +91,9 @@ pub fn bind_all(
     };
     let mut workers: Vec<Vec<TcpListener>> = (0..per_address).map(|_| Vec::new()).collect();
     for addr in addrs {
+        if addr.port() != 0 {
+            probe_free(addr)?;
+        }
         let mut addr = addr;
         for sockets in workers.iter_mut() {
             let listener = bind_one(addr, opts)?;
@@ -106,6 +106,24 @@ pub fn bind_all(
         }
     }
     Ok(workers)
+}
+
+/// Fails with `EADDRINUSE` if something already listens on `addr`.
+///
+/// SO_REUSEPORT lets any socket of the same user join an existing group, so
+/// without this check a second `flashpolicyd` on the same port would start
+/// "successfully" and silently take half of the other one's clients. The
+/// probe binds without SO_REUSEPORT (with SO_REUSEADDR, so connections in
+/// TIME_WAIT do not count), which conflicts with any listener there.
+pub fn probe_free(addr: SocketAddr) -> Result<(), BindError> {
+    let err = |error| BindError { addr, error };
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
+    socket.set_reuse_address(true).map_err(err)?;
+    if let SocketAddr::V6(v6) = addr {
+        socket.set_only_v6(!v6.ip().is_unspecified()).map_err(err)?;
+    }
+    socket.bind(&addr.into()).map_err(err)
 }
 
 fn set_defer_accept(socket: &Socket, secs: u32) -> io::Result<()> {

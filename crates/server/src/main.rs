@@ -49,6 +49,9 @@ fn init_logging(filter: &str) {
 }
 
 fn run(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    // Before anything is bound or logged: a signal that arrives once
+    // "listening on" is printed must reach the handler, not kill the process.
+    let mut signals = Signals::new([SIGINT, SIGTERM])?;
     for w in &config.warnings {
         warn!("{w}");
     }
@@ -62,30 +65,46 @@ fn run(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
             .then(|| u32::try_from(config.timeout.as_secs().max(1)).unwrap_or(u32::MAX)),
     };
     let sockets = listener::bind_all(&config.listen, config.threads, opts)?;
-    if let Some(first) = sockets.first() {
-        for l in first {
-            info!("listening on {}", l.local_addr()?);
-        }
+    let addrs = match sockets.first() {
+        Some(first) => first
+            .iter()
+            .map(std::net::TcpListener::local_addr)
+            .collect::<Result<Vec<_>, _>>()?,
+        None => Vec::new(),
+    };
+
+    // Open every descriptor the process needs before any worker runs: once
+    // workers accept, a low RLIMIT_NOFILE can be used up at any moment, and
+    // start-up must not fail half-way because of it.
+    let shutdown = ShutdownFlag::default();
+    let mut wakeups = Vec::with_capacity(sockets.len());
+    let mut wakers = Vec::with_capacity(sockets.len());
+    let mut signal_wakers = Vec::with_capacity(sockets.len());
+    for _ in 0..sockets.len() {
+        let wakeup = Wakeup::new()?;
+        wakers.push(wakeup.try_clone()?);
+        signal_wakers.push(wakeup.try_clone()?);
+        wakeups.push(wakeup);
     }
-    info!(
-        "engine {}, {} threads, timeout {:?}, max {} connections, policy {}",
-        config.backend,
-        config.threads,
-        config.timeout,
-        config.max_connections,
-        config.policy_summary
-    );
+    let signal_handle = signals.handle();
+    {
+        let shutdown = shutdown.clone();
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                if let Some(sig) = signals.forever().next() {
+                    info!("signal {sig}: no longer accepting; finishing open connections");
+                    stop_all(&shutdown, &signal_wakers);
+                }
+            })?;
+    }
 
     let reply: &'static [u8] = config.reply.clone().leak();
-    let shutdown = ShutdownFlag::default();
     let per_worker = config.max_connections.div_ceil(config.threads).max(1);
     let cpus = online_cpus();
     let (done_tx, done_rx) = mpsc::channel::<(usize, std::io::Result<Stats>)>();
-    let mut wakers = Vec::with_capacity(config.threads);
     let mut handles = Vec::with_capacity(config.threads);
-    for (id, listeners) in sockets.into_iter().enumerate() {
-        let wakeup = Wakeup::new()?;
-        wakers.push(wakeup.try_clone()?);
+    for (id, (listeners, wakeup)) in sockets.into_iter().zip(wakeups).enumerate() {
         let ctx = WorkerCtx {
             id,
             listeners,
@@ -114,24 +133,18 @@ fn run(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     drop(done_tx);
-
-    let mut signals = Signals::new([SIGINT, SIGTERM])?;
-    let signal_handle = signals.handle();
-    {
-        let shutdown = shutdown.clone();
-        let wakers: Vec<Wakeup> = wakers
-            .iter()
-            .map(Wakeup::try_clone)
-            .collect::<Result<_, _>>()?;
-        std::thread::Builder::new()
-            .name("signals".into())
-            .spawn(move || {
-                if let Some(sig) = signals.forever().next() {
-                    info!("signal {sig}: no longer accepting; finishing open connections");
-                    stop_all(&shutdown, &wakers);
-                }
-            })?;
+    // Logged once everything is up: tests and scripts wait for these lines.
+    for addr in &addrs {
+        info!("listening on {addr}");
     }
+    info!(
+        "engine {}, {} threads, timeout {:?}, max {} connections, policy {}",
+        config.backend,
+        config.threads,
+        config.timeout,
+        config.max_connections,
+        config.policy_summary
+    );
 
     let mut totals = Stats::default();
     let mut failed = false;
