@@ -153,3 +153,54 @@ fn ipv6_absent(e: &io::Error) -> bool {
         Some(libc::EAFNOSUPPORT) | Some(libc::EADDRNOTAVAIL) | Some(libc::EPROTONOSUPPORT)
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> ListenOptions {
+        ListenOptions {
+            backlog: 16,
+            defer_accept_secs: None,
+        }
+    }
+
+    #[test]
+    fn privilege_error_names_the_fixes() {
+        let e = BindError {
+            addr: "0.0.0.0:843".parse().expect("addr"),
+            error: io::Error::from(io::ErrorKind::PermissionDenied),
+        };
+        let text = e.to_string();
+        assert!(text.contains("cannot listen on 0.0.0.0:843"), "{text}");
+        assert!(text.contains("setcap cap_net_bind_service"), "{text}");
+        assert!(text.contains("1024"), "{text}");
+    }
+
+    #[test]
+    fn port_zero_is_resolved_once_and_shared() {
+        let listen = Listen::Addrs(vec!["127.0.0.1:0".parse().expect("addr")]);
+        let sockets = bind_all(&listen, 3, opts()).expect("bind");
+        assert_eq!(sockets.len(), 3);
+        let ports: Vec<u16> = sockets
+            .iter()
+            .map(|w| w[0].local_addr().expect("addr").port())
+            .collect();
+        assert_ne!(ports[0], 0);
+        assert!(ports.iter().all(|&p| p == ports[0]), "{ports:?}");
+    }
+
+    #[test]
+    fn a_port_already_listened_on_is_refused_even_with_reuseport() {
+        let listen = Listen::Addrs(vec!["127.0.0.1:0".parse().expect("addr")]);
+        let first = bind_all(&listen, 1, opts()).expect("bind");
+        let taken = first[0][0].local_addr().expect("addr");
+        let again = bind_all(&Listen::Addrs(vec![taken]), 1, opts());
+        let err = again.expect_err("the port is taken");
+        assert_eq!(err.error.kind(), io::ErrorKind::AddrInUse);
+        assert!(err.to_string().contains("another process"), "{err}");
+        drop(first);
+        // Free again: binding works.
+        assert!(bind_all(&Listen::Addrs(vec![taken]), 2, opts()).is_ok());
+    }
+}

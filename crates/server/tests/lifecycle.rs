@@ -163,6 +163,52 @@ fn malformed_allow_is_a_usage_error() {
 }
 
 #[test]
+fn bad_numbers_and_durations_are_usage_errors() {
+    for (args, needle) in [
+        (&["--timeout", "5"][..], "unit"),
+        (&["--timeout", "0s"][..], "--timeout"),
+        (&["--threads", "0"][..], "--threads"),
+        (&["--max-connections", "0"][..], "--max-connections"),
+        (&["--listen", "127.0.0.1"][..], "--listen"),
+        (&["--backend", "kqueue"][..], "--backend"),
+    ] {
+        let mut all = vec!["--listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let (status, stderr) = run_to_exit(&all, PROCESS_TIMEOUT);
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(2),
+            "{args:?}; stderr:\n{stderr}"
+        );
+        assert!(
+            stderr.contains(needle),
+            "{args:?}: no {needle} in:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn help_lists_the_options_scripts_rely_on() {
+    let output = std::process::Command::new(BIN)
+        .arg("--help")
+        .output()
+        .expect("run --help");
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for option in [
+        "--listen <ADDR>",
+        "--policy <FILE>",
+        "--allow <DOMAIN:PORTS>",
+        "--backend <BACKEND>",
+        "--threads <N>",
+        "--timeout <DURATION>",
+        "--max-connections <N>",
+    ] {
+        assert!(help.contains(option), "--help lacks {option}:\n{help}");
+    }
+}
+
+#[test]
 fn port_in_use_exits_1_with_a_clear_message() {
     // Held by an ordinary socket...
     let holder = TcpListener::bind("127.0.0.1:0").expect("bind");
