@@ -165,12 +165,12 @@ impl Worker {
         poll.registry()
             .register(&mut SourceFd(&fd), WAKEUP, Interest::READABLE)?;
         let max_connections = ctx.max_connections.max(1);
-        // Preallocate the slots (bounded, in case of an absurd cap: the
-        // descriptor limit bounds real connections long before).
         Ok(Worker {
             id: ctx.id,
             poll,
             listeners,
+            // Every slot up front (bounded, in case of an absurd cap: the
+            // descriptor limit bounds real connections long before).
             conns: Slab::with_capacity(max_connections.min(MAX_PREALLOCATED)),
             max_connections,
             deadlines: DeadlineQueue::new(ctx.timeout),
