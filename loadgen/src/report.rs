@@ -9,6 +9,7 @@ use serde_json::{json, Map, Value};
 
 use crate::mix::Scenario;
 use crate::stats::{ErrorKind, Latencies, ScenarioStats, Stats, SIGFIG};
+use crate::sys::CpuTime;
 
 /// A finished run (or a merge of logs), ready to print.
 #[derive(Debug, Clone)]
@@ -29,8 +30,8 @@ pub struct Summary {
     pub connections: Option<usize>,
     /// Worker threads.
     pub threads: Option<usize>,
-    /// The generator's own CPU time (user + system) over the whole run.
-    pub cpu: Option<Duration>,
+    /// The generator's own CPU time over the whole run.
+    pub cpu: Option<CpuTime>,
     /// Wall time of the whole run, warm-up included.
     pub elapsed: Option<Duration>,
     /// `--flash-fallback` was given.
@@ -54,9 +55,12 @@ impl Summary {
 
     /// Generator CPU per finished client, in microseconds.
     pub fn cpu_us_per_conn(&self) -> Option<f64> {
-        let cpu = self.cpu?;
+        self.per_conn_us(self.cpu?.total())
+    }
+
+    fn per_conn_us(&self, d: Duration) -> Option<f64> {
         (self.stats.finished_all > 0)
-            .then(|| cpu.as_secs_f64() * 1e6 / self.stats.finished_all as f64)
+            .then(|| d.as_secs_f64() * 1e6 / self.stats.finished_all as f64)
     }
 }
 
@@ -151,10 +155,13 @@ pub fn text(s: &Summary) -> String {
         let cpu = s.cpu.unwrap_or_default();
         let _ = writeln!(
             o,
-            "  Generator CPU: {:.3} s user+sys for {} connections = {:.1} µs per connection (getrusage RUSAGE_SELF)",
-            cpu.as_secs_f64(),
+            "  Generator CPU: {:.3} s for {} connections = {:.1} µs per connection \
+             ({:.1} user + {:.1} system; getrusage RUSAGE_SELF)",
+            cpu.total().as_secs_f64(),
             s.stats.finished_all,
-            per
+            per,
+            s.per_conn_us(cpu.user).unwrap_or(0.0),
+            s.per_conn_us(cpu.system).unwrap_or(0.0),
         );
     }
     o
@@ -327,10 +334,16 @@ pub fn json(s: &Summary) -> Value {
             m.insert("threads".into(), json!(t));
         }
         if let Some(cpu) = s.cpu {
-            m.insert("generator_cpu_s".into(), json!(cpu.as_secs_f64()));
-        }
-        if let Some(per) = s.cpu_us_per_conn() {
-            m.insert("generator_cpu_us_per_conn".into(), json!(round1(per)));
+            m.insert("generator_cpu_s".into(), json!(cpu.total().as_secs_f64()));
+            if let Some(per) = s.cpu_us_per_conn() {
+                m.insert("generator_cpu_us_per_conn".into(), json!(round1(per)));
+            }
+            if let Some(per) = s.per_conn_us(cpu.user) {
+                m.insert("generator_cpu_user_us_per_conn".into(), json!(round1(per)));
+            }
+            if let Some(per) = s.per_conn_us(cpu.system) {
+                m.insert("generator_cpu_sys_us_per_conn".into(), json!(round1(per)));
+            }
         }
         if let Some(e) = s.elapsed {
             m.insert("elapsed_s".into(), json!(e.as_secs_f64()));
@@ -458,7 +471,10 @@ mod tests {
             rate: Some(100.0),
             connections: None,
             threads: Some(1),
-            cpu: Some(Duration::from_millis(10)),
+            cpu: Some(CpuTime {
+                user: Duration::from_millis(10),
+                system: Duration::from_millis(5),
+            }),
             elapsed: None,
             fallback: false,
         };

@@ -8,9 +8,12 @@
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+
+use signal_hook::consts::{SIGINT, SIGTERM};
 
 use crate::cli::{Load, RunConfig, Stop};
 use crate::hlog;
@@ -50,6 +53,17 @@ pub fn run(cfg: RunConfig) -> Result<Summary, String> {
     let progress = cfg.progress || std::io::stderr().is_terminal();
     let live = std::io::stderr().is_terminal() && !cfg.progress;
 
+    // Ctrl-C (or SIGTERM): stop starting clients, finish those in flight,
+    // report. A second one quits at once.
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&stop))
+            .and_then(|_| signal_hook::flag::register(sig, Arc::clone(&stop)))
+            .map_err(|e| format!("cannot handle signal {sig}: {e}"))?;
+    }
+    let mut stopped_at: Option<Instant> = None;
+    let mut last_warm_note = Instant::now();
+
     let cfg = Arc::new(cfg);
     let cpu0 = sys::process_cpu_time();
     let t0 = Instant::now();
@@ -62,6 +76,7 @@ pub fn run(cfg: RunConfig) -> Result<Summary, String> {
             t0,
             share: share_of(&cfg, id),
             max_inflight: per_thread_inflight,
+            stop: Arc::clone(&stop),
         };
         let tx = tx.clone();
         let h = std::thread::Builder::new()
@@ -80,10 +95,19 @@ pub fn run(cfg: RunConfig) -> Result<Summary, String> {
     let mut next_emit = 0u64;
     let mut cumulative = Pending::default();
     loop {
-        let msg = match rx.recv_timeout(Duration::from_millis(1000)) {
+        if stopped_at.is_none() && stop.load(Ordering::Relaxed) {
+            stopped_at = Some(Instant::now());
+            eprintln!(
+                "\nflashpolicy-loadgen: interrupted; finishing the connections in flight \
+                 (up to --timeout); interrupt again to quit"
+            );
+        }
+        let msg = match rx.recv_timeout(Duration::from_millis(250)) {
             Ok(m) => m,
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                if progress && t0.elapsed() < cfg.warmup {
+                let warming = t0.elapsed() < cfg.warmup;
+                if progress && warming && last_warm_note.elapsed() >= Duration::from_secs(1) {
+                    last_warm_note = Instant::now();
                     progress_line(
                         live,
                         &format!(
@@ -116,13 +140,12 @@ pub fn run(cfg: RunConfig) -> Result<Summary, String> {
             }
         }
         // Emit every interval all workers have reported (or will never report).
-        while let Some(p) = pending.get(&next_emit) {
+        while pending.contains_key(&next_emit) {
             let complete =
                 (0..threads).all(|w| done[w] || last_index[w].is_some_and(|i| i >= next_emit));
             if !complete {
                 break;
             }
-            let _ = p;
             let p = pending.remove(&next_emit).unwrap_or_default();
             if let Some(log) = &mut log {
                 if let Err(e) = log.interval(next_emit, p.length, &p.latency) {
@@ -130,7 +153,7 @@ pub fn run(cfg: RunConfig) -> Result<Summary, String> {
                 }
             }
             cumulative.add_pending(&p);
-            if progress {
+            if progress && (p.ok + p.errors > 0 || p.length >= Duration::from_millis(500)) {
                 progress_line(live, &format!(
                     "[{:>4} s] {:>8.0} ok/s, errors {}, p99 {} µs (interval) / {} µs (so far), in flight {}",
                     next_emit + 1,
@@ -154,13 +177,15 @@ pub fn run(cfg: RunConfig) -> Result<Summary, String> {
         eprintln!();
     }
     let elapsed = t0.elapsed();
-    let cpu = sys::process_cpu_time().saturating_sub(cpu0);
+    let cpu = sys::process_cpu_time().since(cpu0);
     if let Some(e) = failure {
         return Err(e);
     }
-    let duration_s = match cfg.stop {
-        Stop::After(d) => d.as_secs_f64(),
-        Stop::Count(_) => totals.last_completion.as_secs_f64(),
+    let rec_start = t0 + cfg.warmup;
+    let duration_s = match (stopped_at, cfg.stop) {
+        (Some(at), Stop::After(d)) => at.saturating_duration_since(rec_start).min(d).as_secs_f64(),
+        (None, Stop::After(d)) => d.as_secs_f64(),
+        (_, Stop::Count(_)) => totals.last_completion.as_secs_f64(),
     };
     let scenarios: Vec<Scenario> = cfg.mix.scenarios().collect();
     let summary = Summary {

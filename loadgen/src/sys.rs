@@ -30,19 +30,48 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
     Ok(lim.rlim_cur)
 }
 
-/// User plus system CPU time of this whole process so far.
-pub fn process_cpu_time() -> Duration {
+/// CPU time spent by a process, split as `getrusage` reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuTime {
+    /// In user space.
+    pub user: Duration,
+    /// In the kernel on the process's behalf (system calls, and on loopback
+    /// also the peer's half of each packet exchange, which the kernel
+    /// processes in the sender's context).
+    pub system: Duration,
+}
+
+impl CpuTime {
+    /// User plus system.
+    pub fn total(&self) -> Duration {
+        self.user + self.system
+    }
+
+    /// The time spent since `earlier`.
+    pub fn since(&self, earlier: CpuTime) -> CpuTime {
+        CpuTime {
+            user: self.user.saturating_sub(earlier.user),
+            system: self.system.saturating_sub(earlier.system),
+        }
+    }
+}
+
+/// CPU time of this whole process so far (`getrusage(RUSAGE_SELF)`).
+pub fn process_cpu_time() -> CpuTime {
     // SAFETY: an all-zero rusage is a valid value of this plain C struct.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: `ru` is a valid, writable rusage for getrusage to fill.
     if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
-        return Duration::ZERO;
+        return CpuTime::default();
     }
     let tv = |t: libc::timeval| {
         Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
             + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
     };
-    tv(ru.ru_utime) + tv(ru.ru_stime)
+    CpuTime {
+        user: tv(ru.ru_utime),
+        system: tv(ru.ru_stime),
+    }
 }
 
 /// Sets `IP_BIND_ADDRESS_NO_PORT`: a later `bind(addr:0)` picks no port, so
@@ -158,7 +187,7 @@ mod tests {
         while t.elapsed() < Duration::from_millis(30) {
             x = std::hint::black_box(x.wrapping_add(1));
         }
-        assert!(process_cpu_time() > a);
+        assert!(process_cpu_time().total() > a.total());
     }
 
     #[test]

@@ -17,6 +17,7 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,6 +58,8 @@ pub struct Plan {
     pub share: Share,
     /// Most connections this worker holds at once.
     pub max_inflight: usize,
+    /// Set on Ctrl-C: start no more clients, finish the ones in flight.
+    pub stop: Arc<AtomicBool>,
 }
 
 /// This worker's part of the load.
@@ -238,7 +241,9 @@ fn request_of(s: Scenario) -> &'static [u8] {
 impl Worker {
     fn new(plan: Plan, tx: Sender<Msg>) -> io::Result<Worker> {
         let cfg = &plan.config;
-        let cap = plan.max_inflight.min(1 << 20);
+        // Room for the usual number of connections up front; more grows
+        // the slab (amortised, not per connection).
+        let cap = plan.max_inflight.min(16 * 1024);
         let rec_start = plan.t0 + cfg.warmup;
         let rec_end = match cfg.stop {
             Stop::After(d) => Some(rec_start + d),
@@ -358,6 +363,9 @@ impl Worker {
 
     /// Whether no client will start any more.
     fn starts_over(&self, now: Instant) -> bool {
+        if self.plan.stop.load(Ordering::Relaxed) {
+            return true;
+        }
         match self.plan.share {
             Share::Closed { count, .. } => match (count, self.rec_end) {
                 (Some(n), _) => self.recorded_started >= n,
@@ -614,13 +622,12 @@ impl Worker {
             return;
         };
         if conn.phase == Phase::Connecting {
+            // A non-blocking connect has finished when the socket turns
+            // writable; SO_ERROR says how. (Anything else is a spurious
+            // wake-up, or an error that SO_ERROR also reports.)
             let failed = match conn.stream.take_error() {
-                Ok(None) => match conn.stream.peer_addr() {
-                    Ok(_) => None,
-                    // Not connected yet (a spurious wake-up).
-                    Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
-                    Err(e) => Some(e),
-                },
+                Ok(None) if writable => None,
+                Ok(None) => return,
                 Ok(Some(e)) | Err(e) => Some(e),
             };
             if let Some(e) = failed {
