@@ -23,7 +23,8 @@ fn main() -> ExitCode {
     let config = match Config::from_args(args) {
         Ok(config) => config,
         Err(e) => {
-            error!("{e}");
+            // One plain line, file:line:column first, so editors and
+            // scripts can jump to it.
             eprintln!("flashpolicyd: {e}");
             return ExitCode::from(2);
         }
