@@ -517,3 +517,26 @@ fn send_zc_serves_the_same_reply() {
     let t = stop(&mut server, PROCESS_TIMEOUT, "send-zc");
     assert_eq!(t["served"], 202, "{t:?}");
 }
+
+#[test]
+fn waiting_on_idle_connections_does_not_spin() {
+    if !uring_here("no spin") {
+        return;
+    }
+    let server = Server::start("uring", &["--threads", "2", "--timeout", "60s"]);
+    let addr = server.addr();
+    // Deadlines pending, recvs in flight, nothing arriving: the loop must
+    // sleep in the kernel until the earliest deadline.
+    let _idle = open_many(addr, 100, &REQUEST[..3]);
+    std::thread::sleep(Duration::from_millis(200));
+    let before = server.cpu_time();
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs(1));
+    let cpu = server.cpu_time().saturating_sub(before);
+    assert!(
+        cpu < started.elapsed() / 10,
+        "used {cpu:?} of CPU in {:?} with only idle clients",
+        started.elapsed()
+    );
+    assert_served(addr, &[REQUEST], &default_reply(), "after idling");
+}

@@ -434,6 +434,8 @@ struct Conn {
     deadline: Instant,
     timed_out: bool,
     retries: u8,
+    /// The send in flight is a SEND_ZC (not a linked SEND).
+    zc: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -749,6 +751,7 @@ impl Worker {
             return Ok(());
         };
         conn.phase = Phase::Sending;
+        conn.zc = self.send_zc;
         let rest = &reply[conn.sent.min(reply.len())..];
         let len = u32::try_from(rest.len()).unwrap_or(u32::MAX);
         let flags = libc::MSG_NOSIGNAL | libc::MSG_WAITALL;
@@ -814,6 +817,7 @@ impl Worker {
             deadline: now + self.timeout,
             timed_out: false,
             retries: 0,
+            zc: false,
         });
         self.deadlines.arm(now, key, generation);
         self.submit_recv(key)
@@ -1129,6 +1133,15 @@ impl Worker {
             self.stats.served += 1;
             return self.close_conn(key);
         }
+        if res == -libc::EOPNOTSUPP && !conn.timed_out {
+            // This socket cannot do zero-copy: send plainly from now on.
+            warn!(
+                "worker {}: SEND_ZC not supported on this socket; using SEND",
+                self.id
+            );
+            self.send_zc = false;
+            return self.submit_send(key);
+        }
         self.send_incomplete(key, res)
     }
 
@@ -1203,7 +1216,7 @@ impl Worker {
             conn.timed_out = true;
             let kind = match conn.phase {
                 Phase::Reading => Kind::Recv,
-                Phase::Sending if self.send_zc => Kind::SendZc,
+                Phase::Sending if conn.zc => Kind::SendZc,
                 Phase::Sending => Kind::Send,
             };
             self.cancel(tag(kind, d.key, d.generation))?;
