@@ -75,7 +75,12 @@ pub fn uring_unavailable() -> Option<String> {
             }
             let _ = child.kill();
             let _ = child.wait();
-            Some(text.trim().to_string())
+            // The reason is on the error line; the rest is start-up noise.
+            let reason = text
+                .lines()
+                .find(|l| l.contains("io_uring is not available"))
+                .unwrap_or(text.trim());
+            Some(reason.to_string())
         })
         .clone()
 }
