@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs the servers that scripts/bench.sh compares flashpolicyd with.
+# scripts/bench.sh never installs anything itself: it skips a missing peer and
+# says why. Run this once, where you are allowed to install packages:
+#
+#   scripts/peers-setup.sh            # both peers
+#   scripts/peers-setup.sh nginx      # only nginx (Debian/Ubuntu: apt-get)
+#   scripts/peers-setup.sh node       # only node's policyfile (npm, local)
+#
+# nginx: Debian's nginx-light plus the stream module (libnginx-mod-stream),
+#   system-wide through apt-get (sudo when not root). The bench runs its own
+#   nginx instance with its own config; the distribution's service is not used.
+# node: `npm install` of the `policyfile` package into scripts/peers/node_modules
+#   (ignored by git), at the version pinned in scripts/peers/package.json.
+set -euo pipefail
+peers="$(cd "$(dirname "$0")/peers" && pwd)"
+want="${1:-all}"
+
+install_nginx() {
+    if ! command -v apt-get >/dev/null; then
+        echo "peers-setup: no apt-get here; install nginx with its stream module yourself" >&2
+        return 1
+    fi
+    local sudo=()
+    if [ "$(id -u)" -ne 0 ]; then sudo=(sudo); fi
+    "${sudo[@]}" apt-get install -y --no-install-recommends nginx-light libnginx-mod-stream
+}
+
+install_node() {
+    if ! command -v npm >/dev/null; then
+        echo "peers-setup: npm not found; install Node.js and npm first" >&2
+        return 1
+    fi
+    (cd "$peers" && npm install --no-package-lock --no-audit --no-fund)
+}
+
+case "$want" in
+    all) install_nginx; install_node ;;
+    nginx) install_nginx ;;
+    node) install_node ;;
+    *) echo "usage: $0 [all|nginx|node]" >&2; exit 2 ;;
+esac
+echo "peers-setup: done; scripts/bench.sh will now include the installed peers"
