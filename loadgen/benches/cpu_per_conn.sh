@@ -7,8 +7,8 @@
 # generator must stay cheaper than what it measures.
 #
 # Usage: loadgen/benches/cpu_per_conn.sh [DURATION] [CONNECTIONS] [extra loadgen args...]
-#   e.g. loadgen/benches/cpu_per_conn.sh 5s 50
-#        loadgen/benches/cpu_per_conn.sh 5s 50 --rate 5000
+#   e.g. loadgen/benches/cpu_per_conn.sh 5s 50           (closed loop, 50 clients)
+#        loadgen/benches/cpu_per_conn.sh 5s 0 --rate 5000  (open loop; CONNECTIONS unused)
 # Environment: CARGO_TARGET_DIR (default: target), SERVER_CPU (1), LOADGEN_CPU (0),
 #              BACKEND (epoll).
 #
@@ -49,8 +49,14 @@ done
 ticks=$(getconf CLK_TCK)
 server_cpu_ticks() { awk '{print $14 " " $15}' "/proc/$server_pid/stat"; }
 
+# Closed loop unless the extra arguments choose the open loop.
+load=(-c "$connections")
+for a in "$@"; do
+    case "$a" in --rate|-R|--rate=*) load=() ;; esac
+done
+
 before=$(server_cpu_ticks)
-taskset -c "$loadgen_cpu" "$bin/flashpolicy-loadgen" --threads 1 -c "$connections" \
+taskset -c "$loadgen_cpu" "$bin/flashpolicy-loadgen" --threads 1 "${load[@]}" \
     --duration "$duration" --source 127.0.0.2-127.0.0.254 --json "$json" "$@" "$addr"
 after=$(server_cpu_ticks)
 

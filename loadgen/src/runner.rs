@@ -228,8 +228,12 @@ fn describe(cfg: &RunConfig) -> String {
         format!(" after {:?} warm-up", cfg.warmup)
     };
     format!(
-        "flashpolicy-loadgen: {load} {stop}{warm}, {} threads, mix {}, target {} ({})",
-        cfg.threads, cfg.mix, cfg.target_text, cfg.target
+        "flashpolicy-loadgen: {load} {stop}{warm}, {} thread{}, mix {}, target {} ({})",
+        cfg.threads,
+        if cfg.threads == 1 { "" } else { "s" },
+        cfg.mix,
+        cfg.target_text,
+        cfg.target
     )
 }
 

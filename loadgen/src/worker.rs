@@ -592,6 +592,49 @@ impl Worker {
         if let Some(fb) = fallback {
             self.fallbacks.push(client.origin + fb.after, key, gen);
         }
+        if client.scenario != Scenario::Idle {
+            self.send_early(key, addr, Instant::now());
+        }
+    }
+
+    /// Tries to send right after `connect`: on loopback (and whenever the
+    /// handshake is quick) the connection is already established, which
+    /// saves a trip through the event loop. A connection still handshaking
+    /// answers EAGAIN and is handled when it turns writable.
+    fn send_early(&mut self, key: usize, addr: SocketAddr, now: Instant) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let payload = request_of(conn.scenario);
+        let end = if conn.scenario == Scenario::Slow {
+            if conn.stream.set_nodelay(true).is_err() {
+                return;
+            }
+            1
+        } else {
+            payload.len()
+        };
+        match conn.stream.write(&payload[..end]) {
+            Ok(n) => {
+                conn.connected_at = now;
+                conn.phase = Phase::Sending;
+                conn.sent = n;
+                if conn.scenario == Scenario::Slow && n > 0 && n < payload.len() {
+                    conn.phase = Phase::Pausing;
+                    let gen = conn.gen;
+                    let at = now + self.plan.config.slow_interval;
+                    self.slow.push(at, key, gen);
+                } else {
+                    self.send(key, now);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                let kind = classify_connect(&e);
+                self.conclude(key, Outcome::Failed(kind, &ConnectError(addr, e)), now);
+            }
+        }
     }
 
     fn connect(&mut self, addr: SocketAddr) -> io::Result<TcpStream> {
@@ -605,6 +648,10 @@ impl Worker {
             self.next_source = (self.next_source + 1) % self.sources.len();
             if ip.is_ipv4() {
                 sys::set_bind_address_no_port(socket.as_raw_fd())?;
+            } else {
+                // Linux honours it on IPv6 sockets too; without it the
+                // bind merely picks a port early.
+                let _ = sys::set_bind_address_no_port(socket.as_raw_fd());
             }
             socket.bind(&SockAddr::from(SocketAddr::new(ip, 0)))?;
         }
