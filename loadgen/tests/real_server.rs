@@ -123,3 +123,56 @@ fn expect_matches_the_policy_file_served() {
     assert_eq!(u(&run.json, &["ok"]), 200, "{}", run.stdout);
     assert_eq!(errors_total(&run.json), 0);
 }
+
+#[test]
+fn one_process_holds_ten_thousand_connections() {
+    let Some(bin) = Server::binary() else {
+        eprintln!("SKIPPED: flashpolicyd is not built");
+        return;
+    };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit for getrlimit to fill.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    if lim.rlim_max < 10_200 || lim.rlim_cur < 10_200 {
+        eprintln!(
+            "SKIPPED: descriptor limit {}/{} is below what 10,000 connections on each side need",
+            lim.rlim_cur, lim.rlim_max
+        );
+        return;
+    }
+    // The server closes idle connections after 1 s; 10,000 idle clients
+    // all connect at once and are all held until then.
+    let server = Server::start(&bin, &["--timeout", "1s"]);
+    let dir = TempDir::new("real-10k");
+    let run = run_loadgen(
+        &dir,
+        "10k",
+        &[
+            "--scenario",
+            "idle",
+            "-c",
+            "10000",
+            "--count",
+            "10000",
+            "--timeout",
+            "10s",
+            &server.addr.to_string(),
+        ],
+    );
+    let idle = &run.json["by_scenario"]["idle"];
+    assert_eq!(u(idle, &["started"]), 10_000, "{}", run.stdout);
+    assert_eq!(
+        u(idle, &["ok"]),
+        10_000,
+        "closed by the server\n{}",
+        run.stdout
+    );
+    let p50 = u(idle, &["latency_us", "total", "p50"]);
+    assert!(
+        p50 >= 900_000,
+        "held until the server's 1 s timeout: p50 {p50} µs"
+    );
+}
