@@ -79,7 +79,7 @@ pub struct PlotArgs {
 /// Options of a load test.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The server, as HOST:PORT (e.g. 127.0.0.1:843, [::1]:843, localhost:843).
+    /// The server, as HOST:PORT: 127.0.0.1:843, localhost:843, or an IPv6 address in brackets and a port.
     #[arg(value_name = "ADDR", required = true)]
     pub target: Option<String>,
 

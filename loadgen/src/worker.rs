@@ -947,3 +947,57 @@ pub fn classify_io(e: &io::Error) -> ErrorKind {
         _ => ErrorKind::Reset,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_pop_in_order_only_when_due() {
+        let t = Instant::now();
+        let mut d = Deadlines::with_capacity(4);
+        assert_eq!(d.next(), None);
+        d.push(t + Duration::from_millis(10), 1, 7);
+        d.push(t + Duration::from_millis(20), 2, 8);
+        assert_eq!(d.next(), Some(t + Duration::from_millis(10)));
+        assert_eq!(d.pop_due(t), None);
+        assert_eq!(d.pop_due(t + Duration::from_millis(15)), Some((1, 7)));
+        assert_eq!(d.pop_due(t + Duration::from_millis(15)), None);
+        assert_eq!(d.pop_due(t + Duration::from_millis(20)), Some((2, 8)));
+        assert_eq!(d.next(), None);
+    }
+
+    #[test]
+    fn errors_are_classified() {
+        let e = |n| io::Error::from_raw_os_error(n);
+        assert_eq!(classify_connect(&e(libc::ECONNREFUSED)), ErrorKind::Connect);
+        assert_eq!(classify_connect(&e(libc::ENETUNREACH)), ErrorKind::Connect);
+        assert_eq!(
+            classify_connect(&e(libc::EADDRNOTAVAIL)),
+            ErrorKind::PortsExhausted
+        );
+        assert_eq!(
+            classify_connect(&e(libc::EMFILE)),
+            ErrorKind::PortsExhausted
+        );
+        assert_eq!(classify_connect(&e(libc::ECONNRESET)), ErrorKind::Reset);
+        assert_eq!(classify_io(&e(libc::ECONNRESET)), ErrorKind::Reset);
+        assert_eq!(classify_io(&e(libc::EPIPE)), ErrorKind::Reset);
+        assert_eq!(classify_io(&e(libc::ETIMEDOUT)), ErrorKind::Timeout);
+        // The message names the generator as the culprit.
+        let msg = ConnectError(
+            "127.0.0.1:843".parse().expect("addr"),
+            e(libc::EADDRNOTAVAIL),
+        )
+        .to_string();
+        assert!(msg.contains("load generator ran out"), "{msg}");
+    }
+
+    #[test]
+    fn payloads() {
+        assert_eq!(request_of(Scenario::Good), b"<policy-file-request/>\0");
+        assert_eq!(request_of(Scenario::Slow), request_of(Scenario::Good));
+        assert!(request_of(Scenario::Idle).is_empty());
+        assert!(!request_of(Scenario::Garbage).contains(&0));
+    }
+}
