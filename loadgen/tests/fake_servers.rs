@@ -363,6 +363,29 @@ fn source_addresses_are_used_in_turn() {
 }
 
 #[test]
+fn ipv6_targets_work() {
+    let Ok(listener) = std::net::TcpListener::bind("[::1]:0") else {
+        eprintln!("SKIPPED: no IPv6 loopback here");
+        return;
+    };
+    let dir = TempDir::new("ipv6");
+    let fake = Fake::start_on(listener, false, |mut s, _| {
+        if read_request(&mut s, Duration::from_secs(2)) == REQUEST {
+            let _ = s.write_all(&reply());
+        }
+    });
+    let target = fake.target();
+    assert!(target.starts_with("[::1]:"), "{target}");
+    let run = run_loadgen(
+        &dir,
+        "v6",
+        &["--rate", "300", "--count", "60", "--source", "::1", &target],
+    );
+    assert_eq!(u(&run.json, &["ok"]), 60, "{}", run.stdout);
+    assert_eq!(errors_total(&run.json), 0);
+}
+
+#[test]
 fn hostile_clients_are_reported_apart_from_good_ones() {
     let dir = TempDir::new("hostile");
     // Answers a full request; closes anything else after 200 ms.

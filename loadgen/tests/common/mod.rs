@@ -153,6 +153,13 @@ impl Fake {
         F: Fn(TcpStream, u64) + Send + Sync + 'static,
     {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind fake server");
+        Fake::start_on(listener, sequential, serve)
+    }
+
+    pub fn start_on<F>(listener: TcpListener, sequential: bool, serve: F) -> Fake
+    where
+        F: Fn(TcpStream, u64) + Send + Sync + 'static,
+    {
         let addr = listener.local_addr().expect("local addr");
         let accepted = Arc::new(AtomicU64::new(0));
         let peers = Arc::new(Mutex::new(Vec::new()));
