@@ -10,7 +10,8 @@
 #   e.g. loadgen/benches/cpu_per_conn.sh 5s 50           (closed loop, 50 clients)
 #        loadgen/benches/cpu_per_conn.sh 5s 0 --rate 5000  (open loop; CONNECTIONS unused)
 # Environment: CARGO_TARGET_DIR (default: target), SERVER_CPU (1), LOADGEN_CPU (0),
-#              BACKEND (epoll).
+#              BACKEND (epoll), FLOOR=1 to also time the simplest possible client
+#              (blocking socket/connect/send/recv/close in python3) for comparison.
 #
 # On loopback the kernel runs the receiving side of every packet in the
 # sender's context: the client's connect() also pays for the server's SYN
@@ -76,3 +77,24 @@ print(f"== generator: {gen:.1f} µs/conn ({j['generator_cpu_user_us_per_conn']:.
 print(f"== server:    {server_us:.1f} µs/conn ({server_user:.1f} user + {server_sys:.1f} system; /proc/PID/stat)")
 print(f"== generator/server: {gen / server_us:.2f}")
 PY
+
+if [ "${FLOOR:-0}" = 1 ]; then
+    # The same exchange with no event loop at all: what any TCP client pays.
+    taskset -c "$loadgen_cpu" python3 - "$addr" <<'PY'
+import resource, socket, sys, time
+host, port = sys.argv[1].rsplit(":", 1)
+req, n = b"<policy-file-request/>\0", 10000
+r0, t = resource.getrusage(resource.RUSAGE_SELF), time.time()
+for _ in range(n):
+    s = socket.create_connection((host, int(port)))
+    s.sendall(req)
+    while s.recv(4096):
+        pass
+    s.close()
+r1 = resource.getrusage(resource.RUSAGE_SELF)
+user = (r1.ru_utime - r0.ru_utime) * 1e6 / n
+sys_ = (r1.ru_stime - r0.ru_stime) * 1e6 / n
+print(f"== floor (blocking python client, {n} connections): {user + sys_:.1f} µs/conn "
+      f"({user:.1f} user + {sys_:.1f} system)")
+PY
+fi
