@@ -988,6 +988,10 @@ impl Worker {
 
     fn on_backoff(&mut self) -> io::Result<()> {
         self.backoff_armed = false;
+        if self.spare.is_none() {
+            // Another thread took the descriptor we freed; try again now.
+            self.spare = open_spare();
+        }
         for li in 0..self.accept.len() {
             if self.accept[li] == AcceptState::BackingOff {
                 self.accept[li] = AcceptState::Idle;
