@@ -227,13 +227,16 @@ fn describe(cfg: &RunConfig) -> String {
     } else {
         format!(" after {:?} warm-up", cfg.warmup)
     };
+    let target = if cfg.target_text == cfg.target.to_string() {
+        cfg.target_text.clone()
+    } else {
+        format!("{} ({})", cfg.target_text, cfg.target)
+    };
     format!(
-        "flashpolicy-loadgen: {load} {stop}{warm}, {} thread{}, mix {}, target {} ({})",
+        "flashpolicy-loadgen: {load} {stop}{warm}, {} thread{}, mix {}, target {target}",
         cfg.threads,
         if cfg.threads == 1 { "" } else { "s" },
         cfg.mix,
-        cfg.target_text,
-        cfg.target
     )
 }
 
