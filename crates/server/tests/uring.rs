@@ -540,3 +540,37 @@ fn waiting_on_idle_connections_does_not_spin() {
     );
     assert_served(addr, &[REQUEST], &default_reply(), "after idling");
 }
+
+#[test]
+fn fallback_ring_setups_work_too() {
+    if !uring_here("ring set-up fallbacks") {
+        return;
+    }
+    // As if the kernel refused SINGLE_ISSUER + DEFER_TASKRUN (then more):
+    // completions then arrive without waiting for us, a different schedule.
+    for (skip, flags) in [
+        ("1", "coop_taskrun+taskrun_flag"),
+        ("2", "submit_all"),
+        ("3", "no setup flags"),
+    ] {
+        let mut server = Server::builder("uring")
+            .env("FLASHPOLICYD_URING_SETUP", skip)
+            .env(URING_ENTRIES, "4")
+            .args(&["--threads", "1", "--timeout", "300ms"])
+            .start();
+        let log = server.log_text();
+        assert!(log.contains(&format!("({flags})")), "[{flags}] log:\n{log}");
+        let addr = server.addr();
+        let expected = default_reply();
+        let idle = open_many(addr, 20, b"");
+        assert_served(addr, &[&REQUEST[..5], &REQUEST[5..]], &expected, flags);
+        assert_all_served(open_many(addr, 200, REQUEST), &expected, flags);
+        for mut s in idle {
+            let got = read_to_close(&mut s, 64).unwrap_or_else(|(e, _)| panic!("[{flags}] {e}"));
+            assert!(got.is_empty(), "[{flags}] an idle client got a reply");
+        }
+        let t = stop(&mut server, PROCESS_TIMEOUT, flags);
+        assert_eq!(t["served"], 201, "[{flags}] {t:?}");
+        assert_eq!(t["timed out"], 20, "[{flags}] {t:?}");
+    }
+}

@@ -169,6 +169,10 @@ const WARN_INTERVAL: Duration = Duration::from_secs(10);
 /// Environment variable that makes [`probe`] fail, to test the fallback.
 pub const FORCE_NO_URING_ENV: &str = "FLASHPOLICYD_FORCE_NO_URING";
 
+/// Environment variable that skips the first N ring set-up attempts (test
+/// hook: 1 = COOP_TASKRUN, 2 = SUBMIT_ALL only, 3 = no flags).
+pub const SETUP_ENV: &str = "FLASHPOLICYD_URING_SETUP";
+
 /// Environment variable overriding the ring size, 1024 submission entries
 /// (test hook: a tiny completion queue).
 pub const ENTRIES_ENV: &str = "FLASHPOLICYD_URING_ENTRIES";
@@ -258,8 +262,15 @@ fn build_ring(entries: u32) -> io::Result<(IoUring, &'static str)> {
         }),
         ("no setup flags", |_| {}),
     ];
+    // Test hook: start at a later attempt, as if the kernel refused the
+    // earlier ones, so the fallbacks get exercised on a new kernel too.
+    let skip = std::env::var(SETUP_ENV)
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0)
+        .min(attempts.len() - 1);
     let mut last = io::Error::from_raw_os_error(libc::EINVAL);
-    for (name, apply) in attempts {
+    for (name, apply) in attempts.into_iter().skip(skip) {
         let mut builder = IoUring::builder();
         builder.setup_cqsize(cq).setup_clamp();
         apply(&mut builder);
