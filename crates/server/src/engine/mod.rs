@@ -94,6 +94,16 @@ pub struct Resolved {
 /// `uring` on a kernel that refuses io_uring is an error (the message says
 /// why); `epoll` is taken as asked.
 pub fn resolve_backend(requested: Backend, send_zc: bool) -> Result<Resolved, String> {
+    let mut resolved = resolve(requested, send_zc)?;
+    if send_zc && resolved.backend == Backend::Epoll {
+        resolved
+            .reason
+            .push_str("; --send-zc only applies to the uring engine and is ignored");
+    }
+    Ok(resolved)
+}
+
+fn resolve(requested: Backend, send_zc: bool) -> Result<Resolved, String> {
     match requested {
         Backend::Epoll => Ok(Resolved {
             backend: Backend::Epoll,
