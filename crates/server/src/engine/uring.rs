@@ -58,7 +58,8 @@
 //!   Connections whose accept completions were already on their way when
 //!   the cancel went in are *parked* (accepted, not yet read) and take the
 //!   next free slots; only if more than [`MAX_PARKED`] race in is one closed
-//!   at once (counted as shed).
+//!   at once (counted as shed). At shutdown, what is still queued in the
+//!   listeners is parked without bound (the backlog bounds it) and served.
 //! * EMFILE/ENFILE (and ENOBUFS/ENOMEM): the multishot accept ends with that
 //!   error. A spare descriptor (an open `/dev/null`) is closed to accept one
 //!   queued connection synchronously and close it (shed), the spare is
@@ -89,8 +90,18 @@
 //!
 //! `IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN` (6.1+): task work
 //! runs only when we enter the kernel to wait, in one batch. Where refused
-//! (`EINVAL`) we fall back to `COOP_TASKRUN | TASKRUN_FLAG`, then to no flags.
-//! `SUBMIT_ALL` is added where known, so one bad entry does not stop a batch.
+//! (`EINVAL`) we fall back to `COOP_TASKRUN | TASKRUN_FLAG`, then to
+//! `SUBMIT_ALL` alone, then to no flags. `SUBMIT_ALL` is added where known,
+//! so one bad entry does not stop a batch.
+//!
+//! # Test hooks (environment variables)
+//!
+//! * `FLASHPOLICYD_FORCE_NO_URING=1`: [`probe`] fails, as on a kernel or
+//!   container that refuses io_uring (`auto` then picks epoll).
+//! * `FLASHPOLICYD_URING_ENTRIES=N`: ring size (default 1024; the completion
+//!   queue is 4x), to overflow a tiny completion queue in tests.
+//! * `FLASHPOLICYD_URING_SETUP=1|2|3`: skip the first set-up attempts, so
+//!   the fallbacks run on a kernel that has everything.
 //!
 //! # Measured / tried
 //!
@@ -101,9 +112,8 @@
 //! * epoll ≈ 6.9 syscalls per connection, this engine ≈ 1.2 (one
 //!   `io_uring_enter` per loop), yet server CPU per connection differs only
 //!   by ~5–15% (≈ 19–26 µs here, 23–29 µs for epoll, over five runs of
-//!   each kind): user time is under 1 µs per
-//!   connection on both; the rest is the kernel's TCP work, which no engine
-//!   avoids. `--defer-accept` saves more than the engine choice (≈ 20 µs
+//!   each kind): user time is under 1 µs per connection on both; the rest
+//!   is the kernel's TCP work, which no engine avoids. `--defer-accept` saves more than the engine choice (≈ 20 µs
 //!   for both).
 //! * Direct descriptors (accept with `IORING_FILE_INDEX_ALLOC`, fixed-file
 //!   recv/send/close): no difference within the noise (21.0 vs 21.3 µs
