@@ -574,3 +574,56 @@ fn fallback_ring_setups_work_too() {
         assert_eq!(t["timed out"], 20, "[{flags}] {t:?}");
     }
 }
+
+#[test]
+fn accept_under_fd_exhaustion_sheds_serves_and_leaks_nothing() {
+    if !uring_here("fd exhaustion") {
+        return;
+    }
+    let mut server = Server::builder("uring")
+        .args(&["--threads", "1", "--timeout", "2s"])
+        .nofile(48)
+        .start();
+    let addr = server.addr();
+    let pid = server.pid();
+    let expected = default_reply();
+    assert_served(addr, &[REQUEST], &expected, "before");
+    let baseline = settled_fds(pid);
+
+    // Far more clients at once than the server has descriptors for, all
+    // silent until the server has run out; then each sends its request.
+    // Everyone gets the whole policy or nothing.
+    let mut streams = open_many(addr, 300, b"");
+    assert!(
+        server.wait_for_log("shedding", Duration::from_secs(5)),
+        "never ran out of descriptors:\n{}",
+        server.log_text()
+    );
+    for s in &mut streams {
+        // A shed client may already be reset; its read below tells.
+        let _ = s.write_all(REQUEST);
+    }
+    let mut served = 0;
+    for (i, mut s) in streams.into_iter().enumerate() {
+        match read_to_close(&mut s, 1 << 20) {
+            Ok(got) if got == expected => served += 1,
+            Ok(got) => assert!(got.is_empty(), "#{i}: a partial reply of {}", got.len()),
+            Err((e, got)) => assert!(
+                got.is_empty() && e.kind() == ErrorKind::ConnectionReset,
+                "#{i}: {e} after {} bytes",
+                got.len()
+            ),
+        }
+    }
+    assert!(served > 0, "nobody was served");
+    assert!(
+        served_within(addr, &expected, Duration::from_secs(5)),
+        "not serving again:\n{}",
+        server.log_text()
+    );
+    let left = wait_fds(pid, baseline, Duration::from_secs(10));
+    assert_eq!(left, baseline, "descriptors after exhaustion");
+    let t = stop(&mut server, PROCESS_TIMEOUT, "fd exhaustion");
+    assert!(t["served"] >= served as u64 + 2, "{t:?}");
+    assert!(t["shed"] > 0, "nothing was shed: {t:?}");
+}
