@@ -338,7 +338,7 @@ fn thousands_of_idle_connections_time_out_together() {
     let t0 = Instant::now();
     assert_served(addr, &[REQUEST], &expected, "among idle clients");
     assert!(
-        t0.elapsed() < Duration::from_secs(1),
+        t0.elapsed() < Duration::from_secs(3),
         "slow among idle: {:?}",
         t0.elapsed()
     );
