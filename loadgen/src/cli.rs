@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::duration::parse_duration;
 use crate::mix::{Mix, Scenario};
 use crate::schedule::Schedule;
 use crate::source::parse_sources;
@@ -93,11 +92,11 @@ pub struct RunArgs {
     pub rate: Option<f64>,
 
     /// Open loop: grow the rate linearly from 0 to --rate over this time.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "rate")]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, requires = "rate")]
     pub ramp: Option<Duration>,
 
     /// How long to record, after --warmup (default 10s unless --count is given).
-    #[arg(short = 'd', long, value_name = "DURATION", value_parser = parse_duration, conflicts_with = "count")]
+    #[arg(short = 'd', long, value_name = "DURATION", value_parser = humantime::parse_duration, conflicts_with = "count")]
     pub duration: Option<Duration>,
 
     /// Record this many clients, after --warmup, then stop.
@@ -105,7 +104,7 @@ pub struct RunArgs {
     pub count: Option<u64>,
 
     /// Run this long first without recording.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0s")]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "0s")]
     pub warmup: Duration,
 
     /// Threads, each with its own event loop (default: the CPUs this process may use).
@@ -113,7 +112,7 @@ pub struct RunArgs {
     pub threads: Option<NonZeroUsize>,
 
     /// Give up on a connection with no complete reply after this long.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5s")]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "5s")]
     pub timeout: Duration,
 
     /// The reply must equal this file byte for byte (a NUL is appended when
@@ -133,7 +132,7 @@ pub struct RunArgs {
     pub flash_fallback: Option<u16>,
 
     /// How long to wait for the target before falling back.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "3s", requires = "flash_fallback")]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "3s", requires = "flash_fallback")]
     pub fallback_after: Duration,
 
     /// What every client does: good, idle, slow or garbage.
@@ -145,7 +144,7 @@ pub struct RunArgs {
     pub mix: Option<Mix>,
 
     /// Slow clients send one request byte this often.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "100ms")]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "100ms")]
     pub slow_interval: Duration,
 
     /// Open loop: most connections open at once (default: what the descriptor

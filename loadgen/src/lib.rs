@@ -25,7 +25,6 @@
 
 pub mod check;
 pub mod cli;
-pub mod duration;
 pub mod hlog;
 pub mod mix;
 pub mod plot;
