@@ -408,9 +408,10 @@ def measure(bins, layout, server, row, scen, cfg, rdir, tag):
             holder.wait()
     with open(out_json) as f:
         j = json.load(f)
-    # Per successful connection; the floor and peers that fail every client
-    # are divided by the connections they finished instead (marked).
-    per_ok = j["ok"] > 0 and row["kind"] != "floor"
+    # flashpolicyd: per connection served correctly. The floor and the peers
+    # (which reply before reading, so most of their clients see a reset):
+    # per connection the clients finished, whatever the outcome (marked †).
+    per_ok = row["kind"] == "engine"
     den = j["ok"] if per_ok else j.get("connections_finished", 0)
     us = lambda ticks: ticks / CLK_TCK * 1e6 / den if den else None
     lat = j["latency_us"]["total"]
@@ -462,7 +463,7 @@ def report(cfg, mach, layout, all_rows, results, scens, plot_name):
         f"Machine: {mach['cpu']}, {mach['cpus']} CPUs, {mach['kernel']}, host `{mach['host']}`; "
         f"commit {mach['commit']}; CPUs {mach['busy']:.0%} busy just before the run"
         f"{' (other work was running: expect noise)' if mach['busy'] > 0.1 else ''}.  ",
-        f"Command: `scripts/bench.sh{' --smoke' if cfg.smoke else ''}`: {cfg.rounds} rounds in "
+        f"Command: `scripts/bench.sh{' --smoke' if cfg.smoke else ''}`: {cfg.rounds} round(s) in "
         f"alternation (every row once per round), {cfg.duration:g} s measured per run after "
         f"{cfg.warmup:g} s of warm-up; median of the rounds, (min–max) where they differ.  ",
     ]
@@ -512,7 +513,7 @@ def report(cfg, mach, layout, all_rows, results, scens, plot_name):
             f"| {fmt(med([x['p99'] for x in idle if x['ok']]), 0, False)} "
             f"| {fmt(med([x['peak_rss_kb'] / 1024 for x in idle]), 1, False)} MiB "
             f"| {errors_text(all_runs)} |")
-    lines += [""]
+    lines += ["", verdict(results, ran, "c64"), ""]
     for sid, title, _ in scens:
         lines += [
             f"## {title}",
@@ -543,8 +544,8 @@ def report(cfg, mach, layout, all_rows, results, scens, plot_name):
         "limit in closed loop, so there this mostly measures the generator); *server CPU µs/conn*: "
         "the server process's user+system time (/proc/PID/stat) over the measured window divided "
         "by the connections it served correctly († = divided by all connections the clients "
-        "finished, for servers whose replies all fail, like the floor; connections/s counts those "
-        "too); *× floor*: that divided by the kernel floor's; *+ softirq µs/conn*: the same plus "
+        "finished, whatever the outcome, for the floor and the peers, whose clients mostly fail; "
+        "connections/s counts those too); *× floor*: that divided by the kernel floor's; *+ softirq µs/conn*: the same plus "
         "the interrupt and softirq time of the server's pinned CPU (/proc/stat), pinned rows only: "
         "on loopback much of TCP's work runs in softirq and is charged to no process; "
         "*p50/p99/p99.9*: total latency of good clients, connect to close "
@@ -567,6 +568,34 @@ def report(cfg, mach, layout, all_rows, results, scens, plot_name):
     if plot_name:
         lines += [f"![Total latency by percentile, open loop at {cfg.rate:,.0f}/s]({plot_name})", ""]
     return "\n".join(lines)
+
+
+def verdict(results, ran, sid):
+    """One generated sentence: which engine costs least, and whether the
+    difference is larger than the noise between rounds."""
+    engines, rounds = [], 0
+    for r in ran:
+        rounds = max(rounds, len(results[r["id"]].get(sid, [])))
+        m = med([x["cpu_us"] for x in results[r["id"]].get(sid, [])])
+        if r["kind"] == "engine" and m:
+            engines.append((m, r["label"]))
+    floor = med([x["cpu_us"] for x in results.get("floor", {}).get(sid, [])])
+    if not engines:
+        return ""
+    engines.sort()
+    (best, name), worst = engines[0], engines[-1][0]
+    text = (f"Engines at 64 connections cost {best[0]:.1f}–{worst[0]:.1f} µs of server CPU per "
+            "connection")
+    if floor and floor[0] > 0:
+        text += f" ({best[0] / floor[0]:.2f}–{worst[0] / floor[0]:.2f}× the kernel floor)"
+    if rounds < 3:
+        text += f"; {rounds} round(s) only, too few to tell a difference from noise."
+    elif len(engines) > 1 and best[2] < min(m[1] for m, _ in engines[1:]):
+        text += f"; the cheapest, {name}, is below every other engine in every round."
+    else:
+        text += (f"; the lowest median is {name}'s, but the engines' min–max ranges overlap: "
+                 "on this machine their difference is within the noise.")
+    return text
 
 
 def plot(bins, ran, results, sid, out_svg, title, workdir):
