@@ -633,6 +633,8 @@ def update_perf_doc(table_md):
         return
     body = table_md.split("\n", 1)[1]  # without the file's own title
     body = body.replace("](latest.svg)", "](results/latest.svg)")
+    # The doc's section sits at level 3: its tables' headings go one below.
+    body = re.sub(r"(?m)^## ", "#### ", body)
     with open(PERF_DOC, "w") as f:
         f.write(doc[:a + len(BEGIN)] + "\n" + body.strip() + "\n" + doc[b:])
 
