@@ -745,6 +745,7 @@ def main():
         update_perf_doc(md.replace(f"]({stem}.svg)", "](latest.svg)"))
         written.append(PERF_DOC)
     print(md)
+    log(f"raw runs (JSON, interval logs, server logs) in {workdir}")
     log(f"finished in {time.monotonic() - started:.0f} s; results written to:")
     for w in written:
         print(f"  {os.path.relpath(w, ROOT) if w.startswith(ROOT) else w}", file=sys.stderr)
