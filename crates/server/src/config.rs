@@ -189,11 +189,38 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Flash Player honours a policy served from a port of 1024 or above only
+/// for ports of 1024 or above. Says which rules grant lower ports in vain.
+fn low_port_warning(listen: &Listen, policy: &Policy) -> Option<String> {
+    let Listen::Addrs(addrs) = listen else {
+        return None; // the default is port 843
+    };
+    let high = addrs.iter().find(|a| a.port() == 0 || a.port() >= 1024)?;
+    let vain: Vec<String> = policy
+        .allow
+        .iter()
+        .filter(|rule| {
+            rule.to_ports
+                .ranges()
+                .is_some_and(|ranges| ranges.iter().any(|r| r.first() < 1024))
+        })
+        .map(|rule| format!("{}:{}", rule.domain, rule.to_ports))
+        .collect();
+    if vain.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "listening on {high}: Flash Player ignores grants of ports below 1024 in a policy served \
+         from a port of 1024 or above, so these rules grant less than they say: {}",
+        vain.join(", ")
+    ))
+}
+
 impl Config {
     /// Validates the arguments and builds the reply. Nothing is bound yet.
     pub fn from_args(args: Args) -> Result<Config, ConfigError> {
         let mut warnings = Vec::new();
-        let (reply, policy_summary) = if let Some(path) = &args.policy {
+        let (policy, reply, policy_summary) = if let Some(path) = &args.policy {
             let document = std::fs::read(path).map_err(|error| ConfigError::Read {
                 path: path.clone(),
                 error,
@@ -221,7 +248,7 @@ impl Config {
                 validated.policy.allow.len(),
                 document.len()
             );
-            (reply, summary)
+            (validated.policy, reply, summary)
         } else {
             let policy = if args.allow.is_empty() {
                 warnings.push(
@@ -255,7 +282,7 @@ impl Config {
                 path: PathBuf::from("<generated>"),
                 error,
             })?;
-            (reply, summary)
+            (policy, reply, summary)
         };
 
         if args.max_connections == 0 {
@@ -275,6 +302,7 @@ impl Config {
         } else {
             Listen::Addrs(args.listen)
         };
+        warnings.extend(low_port_warning(&listen, &policy));
         Ok(Config {
             listen,
             reply,
@@ -290,5 +318,48 @@ impl Config {
             defer_accept: args.defer_accept,
             log: args.log,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flashpolicy_proto::policy::parse_allow_spec;
+
+    fn policy(specs: &[&str]) -> Policy {
+        Policy {
+            site_control: None,
+            allow: specs
+                .iter()
+                .map(|s| parse_allow_spec(s).expect("valid spec"))
+                .collect(),
+        }
+    }
+
+    fn addrs(list: &[&str]) -> Listen {
+        Listen::Addrs(list.iter().map(|a| a.parse().expect("address")).collect())
+    }
+
+    #[test]
+    fn warns_when_a_high_port_serves_grants_below_1024() {
+        let p = policy(&[
+            "*:80,8000-9000",
+            "example.com:9000",
+            "*.example.org:1000-2000",
+        ]);
+        let w = low_port_warning(&addrs(&["127.0.0.1:8843"]), &p).expect("a warning");
+        assert!(w.contains("127.0.0.1:8843"), "{w}");
+        assert!(w.contains("*:80,8000-9000"), "{w}");
+        assert!(w.contains("*.example.org:1000-2000"), "{w}");
+        assert!(!w.contains("example.com:9000"), "{w}");
+    }
+
+    #[test]
+    fn no_warning_on_843_or_for_high_ports_or_any_port() {
+        let low = policy(&["*:80"]);
+        assert_eq!(low_port_warning(&Listen::Default, &low), None);
+        assert_eq!(low_port_warning(&addrs(&["0.0.0.0:843"]), &low), None);
+        let high = policy(&["*:1024-2048", "*:*"]);
+        assert_eq!(low_port_warning(&addrs(&["127.0.0.1:8843"]), &high), None);
     }
 }
