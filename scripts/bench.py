@@ -5,7 +5,7 @@ Run it through scripts/bench.sh (see `scripts/bench.sh --help`). It builds
 release binaries, then runs flashpolicy-loadgen against each server row:
 
   flashpolicyd --backend epoll | uring | uring --send-zc, at 1 thread and at
-  all cores; the kernel floor (crates/server/examples/kernel_floor.rs, accept
+  all cores; epoll and uring with --defer-accept at 1 thread; the kernel floor (crates/server/examples/kernel_floor.rs, accept
   and close, nothing else); nginx (stream `return`) and node's `policyfile`
   when installed (scripts/peers-setup.sh).
 
@@ -13,6 +13,11 @@ Scenarios per row: closed loop at 64 and 1,024 connections; open loop at a
 fixed rate; N idle connections held while good clients are served at that
 rate. Rows are measured in alternation (A B C A B C ...) and each figure is
 the median of the rounds, with min-max.
+
+Every run's figures go to benches/results/<date>-<host>.json; the tables
+(.md) and README.md's Performance block are rendered from that record alone,
+so `--render-only` can redraw them from a committed run without measuring.
+Method, columns and caveats: benches/README.md.
 
 Server CPU per connection = the server process's utime+stime (/proc/PID/stat)
 over the measured window / successful connections in it. Nothing but the
@@ -38,7 +43,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEERS = os.path.join(ROOT, "scripts", "peers")
 POLICY = os.path.join(PEERS, "policy.xml")
 RESULTS = os.path.join(ROOT, "benches", "results")
-PERF_DOC = os.path.join(ROOT, "benches", "README-performance.md")
+README = os.path.join(ROOT, "README.md")
 SOURCES = "127.0.0.2-127.0.0.254"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 ERROR_KINDS = ["connect", "reset", "timeout", "bad_response", "ports_exhausted"]
@@ -63,7 +68,7 @@ def parse_args():
                    help="a few seconds: tiny runs, one round, no peers, debug build; "
                         "fails on any error or zero successes (CI)")
     p.add_argument("--rounds", type=int, help="rounds of alternation (default 3)")
-    p.add_argument("--duration", type=float, help="seconds measured per run (default 2.5)")
+    p.add_argument("--duration", type=float, help="seconds measured per run (default 2)")
     p.add_argument("--warmup", type=float, help="seconds of unmeasured load before each run (default 0.5)")
     p.add_argument("--rate", type=float, help="open loop connections/s, below saturation (default 5000)")
     p.add_argument("--idle", type=int, help="idle connections held in the idle scenario (default 10000)")
@@ -71,9 +76,14 @@ def parse_args():
     p.add_argument("--list", action="store_true", help="print the row ids and exit")
     p.add_argument("--no-peers", action="store_true", help="skip nginx and node")
     p.add_argument("--no-build", action="store_true", help="use binaries already built")
-    p.add_argument("--out", help="results directory (default benches/results; --smoke: a temp dir)")
+    p.add_argument("--out", help="results directory (default benches/results; --smoke and --only: "
+                                 "a temp dir)")
+    p.add_argument("--render-only", nargs="?", const="", metavar="JSON",
+                   help="measure nothing: redraw benches/results/latest.md and README.md's "
+                        "Performance block from JSON (default benches/results/latest.json, else "
+                        "the newest full run there)")
     a = p.parse_args()
-    defaults = dict(rounds=3, duration=2.5, warmup=0.5, rate=5000.0, idle=10000)
+    defaults = dict(rounds=3, duration=2.0, warmup=0.5, rate=5000.0, idle=10000)
     if a.smoke:
         defaults = dict(rounds=1, duration=0.3, warmup=0.0, rate=1000.0, idle=200)
         a.no_peers = True
@@ -219,28 +229,44 @@ def node_row():
 
 
 def rows(bins, cfg, layout, workdir):
-    """Every row: id, label, argv (or skip reason), pinned CPU, kind."""
+    """Every row: id, label, argv (or skip reason), pinned CPU, kind, and the
+    scenarios it skips (none unless said)."""
     _, server_cpu, cpus = layout
     n = len(cpus)
     out = []
     base = [bins["server"], "--listen", "127.0.0.1:0", "--policy", POLICY, "--timeout", SERVER_TIMEOUT]
-    engines = [("epoll", "epoll", []), ("uring", "uring", []), ("uring-zc", "uring --send-zc", ["--send-zc"])]
+    # (id, label, extra flags, at all cores too, scenarios skipped at all cores)
+    engines = [
+        ("epoll", "epoll", [], True, ()),
+        ("epoll-da", "epoll --defer-accept", ["--defer-accept"], False, ()),
+        ("uring", "uring", [], True, ()),
+        ("uring-da", "uring --defer-accept", ["--defer-accept"], False, ()),
+        # Zero-copy send changes how the reply leaves, not how idle clients
+        # are held: the 1-thread row covers it, so the all-cores row skips
+        # the idle scenario (the suite's costliest) to stay under 10 minutes.
+        ("uring-zc", "uring --send-zc", ["--send-zc"], True, ("idle",)),
+    ]
     for threads, pinned in ((1, True), (n, False)):
-        if threads == 1 or (n > 1 and not cfg.smoke):
-            for eid, label, extra in engines:
-                be = "uring" if eid.startswith("uring") else "epoll"
-                out.append(dict(id=f"{eid}-{threads}", label=f"flashpolicyd {label}, {threads} thr",
-                                argv=base + ["--backend", be, "--threads", str(threads)] + extra,
-                                cpu=server_cpu if pinned else None, kind="engine"))
+        if threads > 1 and (n == 1 or cfg.smoke):
+            continue
+        for eid, label, extra, all_cores, skips in engines:
+            if threads > 1 and not all_cores:
+                continue
+            be = "uring" if eid.startswith("uring") else "epoll"
+            out.append(dict(id=f"{eid}-{threads}", label=f"flashpolicyd {label}, {threads} thr",
+                            argv=base + ["--backend", be, "--threads", str(threads)] + extra,
+                            cpu=server_cpu if pinned else None, kind="engine",
+                            defer="--defer-accept" in extra,
+                            skip_scenarios=list(skips) if threads > 1 else []))
     out.append(dict(id="floor", label="kernel floor, 1 thr",
                     argv=[bins["floor"], "--listen", "127.0.0.1:0", "--threads", "1"],
-                    cpu=server_cpu, kind="floor"))
+                    cpu=server_cpu, kind="floor", defer=False, skip_scenarios=[]))
     if not cfg.no_peers:
         for pid, label, (row, why) in (("nginx", "nginx stream return", nginx_row(workdir)),
                                         ("node", "node policyfile", node_row())):
             if row:
                 out.append(dict(id=pid, label=label, argv=row["argv"], port=row["port"],
-                                cpu=server_cpu, kind="peer"))
+                                cpu=server_cpu, kind="peer", defer=False, skip_scenarios=[]))
             else:
                 out.append(dict(id=pid, label=label, skip=why, kind="peer"))
     return out
@@ -366,8 +392,23 @@ def loadgen(bins, gen_cpus, target, args, duration, out_json=None, out_log=None,
     return r
 
 
+def socket_fds(pid):
+    """How many sockets process pid has open."""
+    n = 0
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                n += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+            except OSError:
+                pass
+    except OSError:
+        pass
+    return n
+
+
 def hold_idle(bins, gen_cpus, server, cfg):
-    """Opens cfg.idle idle connections; returns (holder process, how many the server holds)."""
+    """Opens cfg.idle idle connections. Returns (holder process, how many the
+    server process holds, how many the holder has open)."""
     base = server.open_fds()
     rate = max(1000.0, min(20000.0, cfg.idle * 4.0))
     holder = subprocess.Popen(
@@ -376,23 +417,24 @@ def hold_idle(bins, gen_cpus, server, cfg):
                              "--quiet", server.addr],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 5 + cfg.idle / rate * 2
-    held = 0
+    time.sleep(min(0.5, cfg.idle / rate))
+    # Counted on the client's side: with --defer-accept the kernel holds idle
+    # connections that the server process never sees.
     while time.monotonic() < deadline:
-        held = server.open_fds() - base
-        if held >= cfg.idle or holder.poll() is not None:
+        if socket_fds(holder.pid) >= cfg.idle or holder.poll() is not None:
             break
         time.sleep(0.1)
     time.sleep(0.2)
-    return holder, max(0, server.open_fds() - base)
+    return holder, max(0, server.open_fds() - base), socket_fds(holder.pid)
 
 
 def measure(bins, layout, server, row, scen, cfg, rdir, tag):
     sid, _, args = scen
     gen_cpus = layout[0]
-    holder, held = None, None
+    holder, held, connected = None, None, None
     try:
         if sid == "idle":
-            holder, held = hold_idle(bins, gen_cpus, server, cfg)
+            holder, held, connected = hold_idle(bins, gen_cpus, server, cfg)
         if cfg.warmup > 0:
             loadgen(bins, gen_cpus, server.addr, args, cfg.warmup)
         out_json = os.path.join(rdir, f"{tag}.json")
@@ -425,14 +467,23 @@ def measure(bins, layout, server, row, scen, cfg, rdir, tag):
         "cpu_us": us(t1 - t0),
         "core_us": us(t1 - t0 + c1 - c0) if c0 is not None else None,
         "gen_cpu_us": j.get("generator_cpu_us_per_conn"),
+        "gen_user_us": j.get("generator_cpu_user_us_per_conn"),
+        # Share of the generator's CPUs it kept busy: near 1, it is the bottleneck.
+        "gen_busy": (j["generator_cpu_s"] / j["duration_s"] / len(gen_cpus or layout[2]))
+        if j.get("generator_cpu_s") and j.get("duration_s") else None,
+        "duration_s": j.get("duration_s"),
         "peak_rss_kb": peak,
         "held": held,
+        "idle_connected": connected,
         "first_errors": j.get("first_errors", {}),
         "hlog": out_log,
     }
 
 
 # ---------------------------------------------------------------- report
+#
+# Everything below renders one run record (the JSON that main() writes, or a
+# committed one read back with --render-only); nothing here measures.
 
 
 def med(values):
@@ -440,13 +491,13 @@ def med(values):
     return (statistics.median(v), min(v), max(v)) if v else None
 
 
-def fmt(m, digits=1, ranged=True):
+def fmt(m, digits=1, ranged=True, unit=""):
     if m is None:
         return "–"
     f = lambda x: f"{x:,.{digits}f}"
     if not ranged or m[1] == m[2]:
-        return f(m[0])
-    return f"{f(m[0])} ({f(m[1])}–{f(m[2])})"
+        return f(m[0]) + unit
+    return f"{f(m[0])} ({f(m[1])}–{f(m[2])}){unit}"
 
 
 def errors_text(runs):
@@ -455,135 +506,102 @@ def errors_text(runs):
     return ", ".join(parts) if parts else "0"
 
 
-def report(cfg, mach, layout, all_rows, results, scens, plot_name):
-    gen_cpus, server_cpu, cpus = layout
-    lines = [
-        f"# flashpolicy benchmark, {mach['when']}",
-        "",
-        f"Machine: {mach['cpu']}, {mach['cpus']} CPUs, {mach['kernel']}, host `{mach['host']}`; "
-        f"commit {mach['commit']}; CPUs {mach['busy']:.0%} busy just before the run"
-        f"{' (other work was running: expect noise)' if mach['busy'] > 0.1 else ''}.  ",
-        f"Command: `scripts/bench.sh{' --smoke' if cfg.smoke else ''}`: {cfg.rounds} round(s) in "
-        f"alternation (every row once per round), {cfg.duration:g} s measured per run after "
-        f"{cfg.warmup:g} s of warm-up; median of the rounds, (min–max) where they differ.  ",
-    ]
-    if server_cpu is not None:
-        lines.append(
-            f"Pinning: the generator on CPU {','.join(map(str, gen_cpus))}; 1-thread rows, the floor "
-            f"and the peers on CPU {server_cpu}; {len(cpus)}-thread rows unpinned (they share the "
-            f"generator's CPU).  ")
-    else:
-        lines.append("Pinning: none (fewer than 2 CPUs, or no taskset).  ")
-    lines.append(f"Client source addresses {SOURCES}; server `--timeout {SERVER_TIMEOUT}`; "
-                 f"policy `scripts/peers/policy.xml`.")
-    skipped = [r for r in all_rows if r.get("skip")]
-    for r in skipped:
-        lines.append(f"Skipped {r['label']}: {r['skip']}.  ")
-    lines.append("")
-    ran = [r for r in all_rows if not r.get("skip") and results.get(r["id"])]
-    floor = results.get("floor", {})
+def normalize(rec):
+    """Fills in what records written before a field existed lack, so that
+    every record renders the same way."""
+    st = rec.setdefault("settings", {})
+    st.setdefault("smoke", False)
+    for rid, r in rec["rows"].items():
+        r.setdefault("kind", "floor" if rid == "floor"
+                     else "peer" if rid in ("nginx", "node") else "engine")
+        r.setdefault("defer", "--defer-accept" in (r.get("argv") or []))
+        r.setdefault("skip_scenarios", [])
+    if "layout" not in rec:
+        server = next((r["cpu"] for r in rec["rows"].values() if r.get("cpu") is not None), None)
+        cpus = list(range(rec["machine"].get("cpus") or 1))
+        rec["layout"] = {"generator": [c for c in cpus if c != server] if server is not None else None,
+                         "server": server, "cpus": cpus}
+    ngen = len(rec["layout"]["generator"] or rec["layout"]["cpus"])
+    for res in rec["results"].values():
+        for runs in res.values():
+            for x in runs:
+                if x.get("gen_busy") is None and x.get("gen_cpu_us") and x.get("finished"):
+                    x["gen_busy"] = (x["gen_cpu_us"] * x["finished"] / 1e6
+                                     / (x.get("duration_s") or st["duration"]) / ngen)
+    return rec
 
-    def cpu_m(rid, sid):
-        return med([x["cpu_us"] for x in results.get(rid, {}).get(sid, [])])
 
-    def ratio(rid, sid):
-        a, b = cpu_m(rid, sid), cpu_m("floor", sid)
+class View:
+    """Medians and ratios over one record."""
+
+    def __init__(self, rec):
+        self.rec = normalize(rec)
+        self.st = rec["settings"]
+        self.mach = rec["machine"]
+        self.layout = rec["layout"]
+        self.res = rec["results"]
+        self.rows = [dict(r, id=rid) for rid, r in rec["rows"].items()]
+        self.ran = [r for r in self.rows if not r.get("skip") and self.res.get(r["id"])]
+        self.scens = scenarios(argparse.Namespace(**self.st))
+
+    def runs(self, rid, sid):
+        return self.res.get(rid, {}).get(sid, [])
+
+    def m(self, rid, sid, key, ok_only=False, scale=1.0):
+        return med([x[key] * scale if x.get(key) is not None else None
+                    for x in self.runs(rid, sid) if x["ok"] or not ok_only])
+
+    def cpu(self, rid, sid):
+        return self.m(rid, sid, "cpu_us")
+
+    def ratio(self, rid, sid):
+        a, b = self.cpu(rid, sid), self.cpu("floor", sid)
         return f"{a[0] / b[0]:.2f}×" if a and b and b[0] > 0 else "–"
 
-    def mark(rid, sid):
-        runs = results[rid].get(sid, [])
-        return "" if all(x["per_ok"] for x in runs) else " †"
+    def mark(self, rid, sid):
+        return "" if all(x["per_ok"] for x in self.runs(rid, sid)) else " †"
 
-    open_id = "open"
-    lines += [
-        "## At a glance",
-        "",
+    def rounds(self, sid):
+        return max([len(self.runs(r["id"], sid)) for r in self.ran] or [0])
+
+
+def machine_line(v):
+    m = v.mach
+    return (f"Machine: {m['cpu']}, {m['cpus']} CPUs, {m['kernel']}, host `{m['host']}`; "
+            f"commit {m['commit']}; CPUs {m['busy']:.0%} busy just before the run"
+            f"{' (other work was running: expect noise)' if m['busy'] > 0.1 else ''}.")
+
+
+def glance(v):
+    st = v.st
+    lines = [
         "| server | CPU µs per connection (64 conns) | × kernel floor | connections/s (64 conns) "
-        f"| p99 µs at {cfg.rate:,.0f}/s | p99 µs with {cfg.idle:,} idle | peak RSS with idle | errors (all runs) |",
+        f"| p99 µs at {st['rate']:,.0f}/s | p99 µs with {st['idle']:,} idle | peak RSS with idle "
+        "| errors (all runs) |",
         "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for r in ran:
-        rid, res = r["id"], results[r["id"]]
-        all_runs = [x for s in res.values() for x in s]
-        idle = res.get("idle", [])
+    for r in v.ran:
+        rid = r["id"]
+        all_runs = [x for s in v.res[rid].values() for x in s]
         lines.append(
-            f"| {r['label']} | {fmt(cpu_m(rid, 'c64'), 2)}{mark(rid, 'c64')} | {ratio(rid, 'c64')} "
-            f"| {fmt(med([x['throughput'] for x in res.get('c64', [])]), 0)} "
-            f"| {fmt(med([x['p99'] for x in res.get(open_id, []) if x['ok']]), 0, False)} "
-            f"| {fmt(med([x['p99'] for x in idle if x['ok']]), 0, False)} "
-            f"| {fmt(med([x['peak_rss_kb'] / 1024 for x in idle]), 1, False)} MiB "
+            f"| {r['label']} | {fmt(v.cpu(rid, 'c64'), 2)}{v.mark(rid, 'c64')} | {v.ratio(rid, 'c64')} "
+            f"| {fmt(v.m(rid, 'c64', 'throughput'), 0)} "
+            f"| {fmt(v.m(rid, 'open', 'p99', True), 0, False)} "
+            f"| {fmt(v.m(rid, 'idle', 'p99', True), 0, False)} "
+            f"| {fmt(v.m(rid, 'idle', 'peak_rss_kb', scale=1 / 1024), 1, False, ' MiB')} "
             f"| {errors_text(all_runs)} |")
-    lines += ["", verdict(results, ran, "c64"), ""]
-    for sid, title, _ in scens:
-        lines += [
-            f"## {title}",
-            "",
-            "| server | connections/s | server CPU µs/conn | × floor | + softirq µs/conn "
-            "| p50 µs | p99 µs | p99.9 µs | errors | peak RSS MiB |"
-            + (" idle held |" if sid == "idle" else ""),
-            "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|" + ("---:|" if sid == "idle" else ""),
-        ]
-        for r in ran:
-            runs = results[r["id"]].get(sid, [])
-            if not runs:
-                continue
-            row = (f"| {r['label']} | {fmt(med([x['throughput'] for x in runs]), 0)} "
-                   f"| {fmt(cpu_m(r['id'], sid), 2)}{mark(r['id'], sid)} | {ratio(r['id'], sid)} "
-                   f"| {fmt(med([x['core_us'] for x in runs]), 2)} "
-                   f"| {fmt(med([x['p50'] for x in runs if x['ok']]), 0, False)} "
-                   f"| {fmt(med([x['p99'] for x in runs if x['ok']]), 0)} "
-                   f"| {fmt(med([x['p99_9'] for x in runs if x['ok']]), 0, False)} "
-                   f"| {errors_text(runs)} "
-                   f"| {fmt(med([x['peak_rss_kb'] / 1024 for x in runs]), 1, False)} |")
-            if sid == "idle":
-                row += f" {fmt(med([x['held'] for x in runs]), 0, False)} |"
-            lines.append(row)
-        lines.append("")
-    lines += [
-        "Columns: *connections/s*: good clients served per second (the generator's core is the "
-        "limit in closed loop, so there this mostly measures the generator); *server CPU µs/conn*: "
-        "the server process's user+system time (/proc/PID/stat) over the measured window divided "
-        "by the connections it served correctly († = divided by all connections the clients "
-        "finished, whatever the outcome, for the floor and the peers, whose clients mostly fail; "
-        "connections/s counts those too); *× floor*: that divided by the kernel floor's; *+ softirq µs/conn*: the same plus "
-        "the interrupt and softirq time of the server's pinned CPU (/proc/stat), pinned rows only: "
-        "on loopback much of TCP's work runs in softirq and is charged to no process; "
-        "*p50/p99/p99.9*: total latency of good clients, connect to close "
-        "(open loop: from each connection's intended start); *errors*: the generator's error kinds "
-        "summed over all rounds; *peak RSS*: the server's VmHWM during the run; *idle held*: idle "
-        "connections the server held open during the run.",
-        "",
-    ]
-    notes = []
-    for r in ran:
-        first = {}
-        for runs in results[r["id"]].values():
-            for x in runs:
-                for k, msg in x["first_errors"].items():
-                    first.setdefault(k, msg)
-        if first:
-            notes.append(f"- {r['label']}: " + "; ".join(f"{k}: {m}" for k, m in first.items()))
-    if notes:
-        lines += ["First error of each kind, as the generator reported it:", ""] + notes + [""]
-    if plot_name:
-        lines += [f"![Total latency by percentile, open loop at {cfg.rate:,.0f}/s]({plot_name})", ""]
-    return "\n".join(lines)
+    return lines
 
 
-def verdict(results, ran, sid):
+def verdict(v, sid="c64"):
     """One generated sentence: which engine costs least, and whether the
     difference is larger than the noise between rounds."""
-    engines, rounds = [], 0
-    for r in ran:
-        rounds = max(rounds, len(results[r["id"]].get(sid, [])))
-        m = med([x["cpu_us"] for x in results[r["id"]].get(sid, [])])
-        if r["kind"] == "engine" and m:
-            engines.append((m, r["label"]))
-    floor = med([x["cpu_us"] for x in results.get("floor", {}).get(sid, [])])
+    engines = [(v.cpu(r["id"], sid), r["label"]) for r in v.ran if r["kind"] == "engine"]
+    engines = sorted((m, name) for m, name in engines if m)
     if not engines:
         return ""
-    engines.sort()
-    (best, name), worst = engines[0], engines[-1][0]
+    floor = v.cpu("floor", sid)
+    (best, name), worst, rounds = engines[0], engines[-1][0], v.rounds(sid)
     text = (f"Engines at 64 connections cost {best[0]:.1f}–{worst[0]:.1f} µs of server CPU per "
             "connection")
     if floor and floor[0] > 0:
@@ -596,6 +614,183 @@ def verdict(results, ran, sid):
         text += (f"; the lowest median is {name}'s, but the engines' min–max ranges overlap: "
                  "on this machine their difference is within the noise.")
     return text
+
+
+def defer_sentence(v, sid="c64"):
+    """One generated sentence: what --defer-accept changes at 1 thread."""
+    parts, apart = [], []
+    for base in ("epoll", "uring"):
+        a, b = v.cpu(f"{base}-1", sid), v.cpu(f"{base}-da-1", sid)
+        if a and b:
+            parts.append(f"{base} {a[0]:.1f} → {b[0]:.1f} µs ({b[0] - a[0]:+.1f})")
+            apart.append(b[2] < a[1] or a[2] < b[1])
+    if not parts:
+        return ""
+    text = "With `--defer-accept`, 1 thread, 64 connections: " + ", ".join(parts) + " per connection"
+    if v.rounds(sid) < 3:
+        return text + f"; {v.rounds(sid)} round(s) only, too few to tell from noise."
+    if all(apart):
+        return text + "; every change is larger than the spread between rounds."
+    return text + "; where the min–max ranges overlap, the change is within the noise."
+
+
+def generator_sentence(v, sid="c64"):
+    """One generated sentence: is the load generator the bottleneck?"""
+    gen_cpus = v.layout["generator"]
+    engines = [r for r in v.ran if r["kind"] == "engine"]
+    per = [v.m(r["id"], sid, "gen_cpu_us") for r in engines]
+    busy = [v.m(r["id"], sid, "gen_busy") for r in engines]
+    rel = []
+    for r, g in zip(engines, per):
+        s = v.cpu(r["id"], sid)
+        if g and s and s[0] > 0:
+            rel.append(g[0] / s[0])
+    per, busy = [p[0] for p in per if p], [b[0] for b in busy if b]
+    if not per or not busy:
+        return ""
+    where = (f"pinned to CPU {','.join(map(str, gen_cpus))}" if gen_cpus
+             else "unpinned")
+    text = (f"The load generator ({where}) spent {min(per):.1f}–{max(per):.1f} µs of CPU per "
+            f"connection at 64 connections")
+    if rel:
+        text += f", {min(rel):.1f}–{max(rel):.1f}× the server's"
+    span = (f"{min(busy):.0%}" if f"{min(busy):.0%}" == f"{max(busy):.0%}"
+            else f"{min(busy):.0%}–{max(busy):.0%}")
+    text += f", and kept its CPU {span} busy: "
+    if min(busy) >= 0.9:
+        text += ("in closed loop the generator is the bottleneck, so connections/s there measures "
+                 "the generator; compare the servers by CPU per connection.")
+    elif max(busy) < 0.75:
+        text += "the generator is not the bottleneck."
+    else:
+        text += ("it is near saturation in some runs, so closed-loop connections/s is partly the "
+                 "generator's limit; compare the servers by CPU per connection.")
+    return text
+
+
+def scenario_tables(v):
+    lines = []
+    for sid, title, _ in v.scens:
+        idle = sid == "idle"
+        lines += [
+            f"## {title}",
+            "",
+            "| server | connections/s | server CPU µs/conn | × floor | + softirq µs/conn "
+            "| generator CPU µs/conn | p50 µs | p99 µs | p99.9 µs | errors | peak RSS MiB |"
+            + (" idle held |" if idle else ""),
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|" + ("---:|" if idle else ""),
+        ]
+        for r in v.ran:
+            rid, runs = r["id"], v.runs(r["id"], sid)
+            if not runs:
+                continue
+            row = (f"| {r['label']} | {fmt(v.m(rid, sid, 'throughput'), 0)} "
+                   f"| {fmt(v.cpu(rid, sid), 2)}{v.mark(rid, sid)} | {v.ratio(rid, sid)} "
+                   f"| {fmt(v.m(rid, sid, 'core_us'), 2)} "
+                   f"| {fmt(v.m(rid, sid, 'gen_cpu_us'), 1)} "
+                   f"| {fmt(v.m(rid, sid, 'p50', True), 0, False)} "
+                   f"| {fmt(v.m(rid, sid, 'p99', True), 0)} "
+                   f"| {fmt(v.m(rid, sid, 'p99_9', True), 0, False)} "
+                   f"| {errors_text(runs)} "
+                   f"| {fmt(v.m(rid, sid, 'peak_rss_kb', scale=1 / 1024), 1, False)} |")
+            if idle:
+                held = fmt(v.m(rid, sid, "held"), 0, False)
+                conn = v.m(rid, sid, "idle_connected")
+                if r["defer"] and conn:
+                    held += f" of {conn[0]:,.0f} ‡"
+                row += f" {held} |"
+            lines.append(row)
+        lines.append("")
+    return lines
+
+
+def first_errors(v):
+    notes = []
+    for r in v.ran:
+        first = {}
+        for runs in v.res[r["id"]].values():
+            for x in runs:
+                for k, msg in x["first_errors"].items():
+                    first.setdefault(k, msg)
+        if first:
+            notes.append(f"- {r['label']}: " + "; ".join(f"{k}: {m}" for k, m in first.items()))
+    return ["First error of each kind, as the generator reported it:", ""] + notes + [""] if notes else []
+
+
+def render_tables(rec, plot_name):
+    """The full tables: benches/results/<date>-<host>.md and latest.md."""
+    v = View(rec)
+    st, lay = v.st, v.layout
+    took = f" The suite took {rec['elapsed_s'] / 60:.1f} min, build excluded." if rec.get("elapsed_s") else ""
+    lines = [
+        f"# flashpolicy benchmark, {v.mach['when']}",
+        "",
+        machine_line(v) + "  ",
+        f"Command: `scripts/bench.sh{' --smoke' if st['smoke'] else ''}`: {st['rounds']} round(s) in "
+        f"alternation (every row once per round), {st['duration']:g} s measured per run after "
+        f"{st['warmup']:g} s of warm-up; median of the rounds, (min–max) where they differ.{took}  ",
+    ]
+    if lay["server"] is not None:
+        lines.append(
+            f"Pinning: the generator on CPU {','.join(map(str, lay['generator']))}; 1-thread rows, the "
+            f"floor and the peers on CPU {lay['server']}; {len(lay['cpus'])}-thread rows unpinned "
+            "(they share the generator's CPU).  ")
+    else:
+        lines.append("Pinning: none (fewer than 2 CPUs, or no taskset).  ")
+    lines.append(f"Client source addresses {SOURCES}; server `--timeout {SERVER_TIMEOUT}`; "
+                 "policy `scripts/peers/policy.xml`.  ")
+    for r in v.rows:
+        if r.get("skip"):
+            lines.append(f"Skipped {r['label']}: {r['skip']}.  ")
+    for r in v.ran:
+        if r["skip_scenarios"]:
+            lines.append(f"Not run for {r['label']}: {', '.join(r['skip_scenarios'])} (to keep the "
+                         "suite short; see the method).  ")
+    lines += [
+        "What every row and column means (†, ‡ included) and how it is measured: "
+        "[benches/README.md](../README.md).",
+        "",
+        "## At a glance",
+        "",
+        *glance(v),
+        "",
+        " ".join(x for x in (verdict(v), defer_sentence(v)) if x),
+        "",
+        generator_sentence(v),
+        "",
+        *scenario_tables(v),
+        *first_errors(v),
+    ]
+    if plot_name:
+        lines += [f"![Total latency by percentile, open loop at {st['rate']:,.0f}/s]({plot_name})", ""]
+    return "\n".join(lines)
+
+
+def render_block(rec, source):
+    """README.md's generated Performance block: the summary, the plot, a link
+    to the full tables."""
+    v = View(rec)
+    st = v.st
+    lines = [
+        f"<!-- generated by scripts/bench.py from {source}; edit the script, not this block -->",
+        f"Latest run: {v.mach['when']}, {st['rounds']} rounds, median (min–max). "
+        + machine_line(v),
+        "",
+        *glance(v),
+        "",
+        "† divided by every connection the clients finished (the floor's and the peers' clients "
+        "mostly see a reset).",
+        "",
+        " ".join(x for x in (verdict(v), defer_sentence(v)) if x),
+        "",
+        generator_sentence(v),
+        "",
+        f"![Total latency by percentile, open loop at {st['rate']:,.0f}/s](benches/results/latest.svg)",
+        "",
+        "Every scenario in full (1,024 connections, softirq, generator CPU, p50/p99.9, idle "
+        "connections held, first errors): [benches/results/latest.md](benches/results/latest.md).",
+    ]
+    return "\n".join(lines)
 
 
 def plot(bins, ran, results, sid, out_svg, title, workdir):
@@ -623,20 +818,57 @@ def plot(bins, ran, results, sid, out_svg, title, workdir):
     return p.returncode == 0
 
 
-def update_perf_doc(table_md):
-    """Replaces the generated part of benches/README-performance.md."""
-    with open(PERF_DOC) as f:
+def update_readme(block):
+    """Replaces what lies between README.md's bench markers, and nothing else."""
+    with open(README) as f:
         doc = f.read()
     a, b = doc.find(BEGIN), doc.find(END)
     if a < 0 or b < a:
-        log(f"{PERF_DOC} has no {BEGIN} ... {END} markers; not updated")
-        return
-    body = table_md.split("\n", 1)[1]  # without the file's own title
-    body = body.replace("](latest.svg)", "](results/latest.svg)")
-    # The doc's section sits at level 3: its tables' headings go one below.
-    body = re.sub(r"(?m)^## ", "#### ", body)
-    with open(PERF_DOC, "w") as f:
-        f.write(doc[:a + len(BEGIN)] + "\n" + body.strip() + "\n" + doc[b:])
+        sys.exit(f"bench: {README} has no {BEGIN} ... {END} markers; not updated")
+    new = doc[:a + len(BEGIN)] + "\n" + block.strip() + "\n" + doc[b:]
+    if new != doc:
+        with open(README, "w") as f:
+            f.write(new)
+
+
+def latest_record(path):
+    """The record --render-only draws: PATH, else latest.json, else the newest
+    full (not --only, not smoke) run in benches/results."""
+    if path:
+        return path
+    latest = os.path.join(RESULTS, "latest.json")
+    if os.path.exists(latest):
+        return latest
+    best = None
+    for name in os.listdir(RESULTS):
+        if not name.endswith(".json"):
+            continue
+        try:
+            with open(os.path.join(RESULTS, name)) as f:
+                rec = json.load(f)
+            when = rec["machine"]["when"]
+        except (OSError, ValueError, KeyError):
+            continue
+        if rec.get("settings", {}).get("smoke") or rec.get("only"):
+            continue
+        if best is None or when > best[0]:
+            best = (when, os.path.join(RESULTS, name))
+    if best is None:
+        sys.exit(f"bench: no run record in {RESULTS}; run scripts/bench.sh first")
+    return best[1]
+
+
+def render_only(path):
+    path = latest_record(path)
+    with open(path) as f:
+        rec = json.load(f)
+    have_plot = os.path.exists(os.path.join(RESULTS, "latest.svg"))
+    out = os.path.join(RESULTS, "latest.md")
+    with open(out, "w") as f:
+        f.write(render_tables(rec, "latest.svg" if have_plot else None))
+    update_readme(render_block(rec, os.path.relpath(path, ROOT)))
+    log(f"rendered {os.path.relpath(path, ROOT)} into {os.path.relpath(out, ROOT)} and README.md")
+    return 0
 
 
 # ---------------------------------------------------------------- main
@@ -660,25 +892,36 @@ def smoke_failures(all_rows, results, cfg):
                 errs = sum(x["errors"].values())
                 if x["ok"] == 0 or errs:
                     bad.append(f"{r['id']} {sid}: {x['ok']} ok, errors {x['errors']}")
-                if sid == "idle" and x["held"] < cfg.idle:
-                    bad.append(f"{r['id']} idle: held {x['held']} of {cfg.idle} idle connections")
+                if sid != "idle":
+                    continue
+                # With --defer-accept the kernel, not the process, holds them.
+                held = x["idle_connected"] if r["defer"] else x["held"]
+                if held < cfg.idle:
+                    bad.append(f"{r['id']} idle: held {held} of {cfg.idle} idle connections")
     return bad
 
 
 def main():
     cfg = parse_args()
+    if cfg.render_only is not None:
+        return render_only(cfg.render_only)
     layout = cpu_layout()
-    workdir = tempfile.mkdtemp(prefix="flashpolicy-bench-")
     if cfg.list:
-        for r in rows({"server": "", "floor": "", "loadgen": ""}, cfg, layout, workdir):
-            print(f"{r['id']:10} {r['label']}")
+        with tempfile.TemporaryDirectory() as tmp:
+            for r in rows({"server": "", "floor": "", "loadgen": ""}, cfg, layout, tmp):
+                skips = f" (not: {', '.join(r['skip_scenarios'])})" if r.get("skip_scenarios") else ""
+                print(f"{r['id']:11} {r['label']}{skips}")
         return 0
+    workdir = tempfile.mkdtemp(prefix="flashpolicy-bench-")
     started = time.monotonic()
     bins = build(cfg.smoke, cfg.no_build)
     mach = machine()
     all_rows = rows(bins, cfg, layout, workdir)
     if cfg.only:
         keep = set(cfg.only.split(","))
+        unknown = keep - {r["id"] for r in all_rows}
+        if unknown:
+            sys.exit(f"bench: unknown row(s) {', '.join(sorted(unknown))}; see --list")
         all_rows = [r for r in all_rows if r["id"] in keep]
     for r in all_rows:
         if r.get("skip"):
@@ -686,6 +929,11 @@ def main():
     if layout[1] is None:
         log("fewer than 2 CPUs or no taskset: server and generator are not pinned")
     scens = scenarios(cfg)
+    planned = sum(len([s for s in scens if s[0] not in r["skip_scenarios"]])
+                  for r in all_rows if not r.get("skip")) * cfg.rounds
+    log(f"{planned} runs of {cfg.warmup:g} + {cfg.duration:g} s: about "
+        f"{planned * (cfg.warmup + cfg.duration + 0.3) / 60:.1f} min")
+    measuring = time.monotonic()
     results, failed_rows = {}, {}
     for rnd in range(1, cfg.rounds + 1):
         for r in all_rows:
@@ -700,21 +948,27 @@ def main():
                 continue
             try:
                 for scen in scens:
+                    if scen[0] in r["skip_scenarios"]:
+                        continue
                     tag = f"{r['id']}-{scen[0]}-r{rnd}"
                     res = measure(bins, layout, server, r, scen, cfg, workdir, tag)
                     results.setdefault(r["id"], {}).setdefault(scen[0], []).append(res)
                     cpu = f"{res['cpu_us']:.2f}" if res["cpu_us"] is not None else "–"
-                    log(f"round {rnd} {r['id']:9} {scen[0]:5} {res['throughput']:9,.0f}/s "
+                    log(f"round {rnd} {r['id']:10} {scen[0]:5} {res['throughput']:9,.0f}/s "
                         f"cpu {cpu} µs/conn p99 {res['p99']} µs errors {sum(res['errors'].values())}"
-                        + (f" held {res['held']}" if res["held"] is not None else ""))
+                        + (f" held {res['held']} (clients {res['idle_connected']})"
+                           if res["held"] is not None else ""))
             except RuntimeError as e:
                 failed_rows[r["id"]] = str(e)
                 r["skip"] = f"failed: {e}"
                 log(f"{r['label']} failed: {e}")
             finally:
                 server.stop()
+    elapsed = time.monotonic() - measuring
 
-    out = cfg.out or (workdir if cfg.smoke else RESULTS)
+    # Smoke and partial (--only) runs never touch benches/results or README.md.
+    official = not cfg.smoke and not cfg.out and not cfg.only
+    out = cfg.out or (RESULTS if official else workdir)
     os.makedirs(out, exist_ok=True)
     stem = f"{mach['when'][:10]}-{mach['host']}"
     ran = [r for r in all_rows if not r.get("skip") and results.get(r["id"])]
@@ -722,31 +976,38 @@ def main():
     have_plot = plot(bins, ran, results, "open", svg,
                      f"flashpolicy: total latency, open loop {cfg.rate:,.0f}/s ({mach['cpu']}, "
                      f"{mach['cpus']} CPUs)", workdir)
-    md = report(cfg, mach, layout, all_rows, results, scens, f"{stem}.svg" if have_plot else None)
-    md_path = os.path.join(out, f"{stem}.md")
-    with open(md_path, "w") as f:
-        f.write(md)
-    raw = {"machine": mach, "settings": {k: getattr(cfg, k) for k in
-                                          ("rounds", "duration", "warmup", "rate", "idle")},
-           "rows": {r["id"]: {"label": r["label"], "argv": r.get("argv"), "cpu": r.get("cpu"),
-                              "skip": r.get("skip")} for r in all_rows},
+    rec = {"machine": mach,
+           "settings": {k: getattr(cfg, k) for k in
+                        ("rounds", "duration", "warmup", "rate", "idle", "smoke")},
+           "only": cfg.only,
+           "elapsed_s": round(elapsed, 1),
+           "layout": {"generator": layout[0], "server": layout[1], "cpus": layout[2]},
+           "rows": {r["id"]: {k: r.get(k) for k in
+                              ("label", "argv", "cpu", "skip", "kind", "defer", "skip_scenarios")}
+                    for r in all_rows},
            "results": {rid: {sid: [{k: v for k, v in x.items() if k != "hlog"} for x in runs]
                              for sid, runs in res.items()} for rid, res in results.items()}}
-    with open(os.path.join(out, f"{stem}.json"), "w") as f:
-        json.dump(raw, f, indent=1)
-    written = [md_path, os.path.join(out, f"{stem}.json")] + ([svg] if have_plot else [])
-    if not cfg.smoke and not cfg.out and not cfg.only:
+    md = render_tables(json.loads(json.dumps(rec)), f"{stem}.svg" if have_plot else None)
+    md_path, json_path = os.path.join(out, f"{stem}.md"), os.path.join(out, f"{stem}.json")
+    with open(md_path, "w") as f:
+        f.write(md)
+    with open(json_path, "w") as f:
+        json.dump(rec, f, indent=1)
+    written = [md_path, json_path] + ([svg] if have_plot else [])
+    if official:
+        shutil.copyfile(json_path, os.path.join(out, "latest.json"))
         with open(os.path.join(out, "latest.md"), "w") as f:
-            f.write(md.replace(f"]({stem}.svg)", "](latest.svg)"))
-        written.append(os.path.join(out, "latest.md"))
+            f.write(render_tables(json.loads(json.dumps(rec)), "latest.svg" if have_plot else None))
+        written += [os.path.join(out, "latest.json"), os.path.join(out, "latest.md")]
         if have_plot:
             shutil.copyfile(svg, os.path.join(out, "latest.svg"))
             written.append(os.path.join(out, "latest.svg"))
-        update_perf_doc(md.replace(f"]({stem}.svg)", "](latest.svg)"))
-        written.append(PERF_DOC)
+        update_readme(render_block(json.loads(json.dumps(rec)), "benches/results/latest.json"))
+        written.append(README)
     print(md)
     log(f"raw runs (JSON, interval logs, server logs) in {workdir}")
-    log(f"finished in {time.monotonic() - started:.0f} s; results written to:")
+    log(f"finished in {time.monotonic() - started:.0f} s ({elapsed:.0f} s measuring); "
+        "results written to:")
     for w in written:
         print(f"  {os.path.relpath(w, ROOT) if w.startswith(ROOT) else w}", file=sys.stderr)
     if cfg.smoke:
