@@ -1,10 +1,14 @@
 //! Checking replies as they arrive, without a buffer per connection.
 //!
 //! A reply is compared chunk by chunk against a reference: the `--expect`
-//! bytes, or else the last reply this thread saw validated (nearly every
-//! server sends the same bytes to everyone). Only a reply that differs from
-//! the known-good one is gathered into a buffer of its own and checked in
-//! full: exactly one NUL, at the end ([`flashpolicy_proto::reply::split_received`]),
+//! bytes, or else the first reply this thread validated from the same
+//! target (the main port or the `--flash-fallback` port; nearly every server
+//! sends the same bytes to everyone). The reference a connection is compared
+//! against is fixed for that connection: a target's reference is learned once
+//! and never replaced, and a connection whose first byte arrived before it
+//! was learned is checked in full on its own. Only a reply that differs from
+//! the reference is gathered into a buffer of its own and checked in full:
+//! exactly one NUL, at the end ([`flashpolicy_proto::reply::split_received`]),
 //! and a valid policy before it ([`flashpolicy_proto::policy::validate`]).
 
 use std::fmt;
@@ -15,6 +19,10 @@ use flashpolicy_proto::{policy, reply};
 /// Replies longer than this are refused outright (Flash clients read at most
 /// a few KB in one read; the proto crate refuses policies over 10 KB).
 pub const MAX_REPLY: usize = 64 * 1024;
+
+/// Targets a thread learns a reference for: the main port and the
+/// `--flash-fallback` port.
+pub const TARGETS: usize = 2;
 
 /// Why a reply is not a good one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,10 +70,12 @@ impl fmt::Display for BadReply {
 }
 
 /// Per-connection progress through a reply: a few words, plus a buffer only
-/// for a reply that left the known-good path.
+/// for a reply that left the reference's path.
 #[derive(Debug, Default)]
 pub struct ReplyState {
     len: usize,
+    /// Which target's learned reference applies (below [`TARGETS`]).
+    target: usize,
     /// The reply no longer matches the reference (with `--expect`: it is bad).
     diverged: Option<DivergedAt>,
     spill: Option<Vec<u8>>,
@@ -78,6 +88,14 @@ enum DivergedAt {
 }
 
 impl ReplyState {
+    /// A reply from target `target` (0: the main port, 1: the fallback port).
+    pub fn for_target(target: usize) -> ReplyState {
+        ReplyState {
+            target: target.min(TARGETS - 1),
+            ..ReplyState::default()
+        }
+    }
+
     /// Bytes received so far.
     pub fn len(&self) -> usize {
         self.len
@@ -98,7 +116,10 @@ impl ReplyState {
 #[derive(Debug)]
 pub struct Checker {
     expect: Option<Arc<[u8]>>,
-    known_good: Vec<u8>,
+    /// The first reply validated from each target; empty until then, and
+    /// never replaced afterwards, so a connection's reference cannot change
+    /// under it.
+    learned: [Vec<u8>; TARGETS],
 }
 
 impl Checker {
@@ -107,14 +128,14 @@ impl Checker {
     pub fn new(expect: Option<Arc<[u8]>>) -> Checker {
         Checker {
             expect,
-            known_good: Vec::new(),
+            learned: Default::default(),
         }
     }
 
-    fn reference(&self) -> &[u8] {
+    fn reference(&self, target: usize) -> &[u8] {
         match &self.expect {
             Some(e) => e,
-            None => &self.known_good,
+            None => &self.learned[target],
         }
     }
 
@@ -134,13 +155,14 @@ impl Checker {
         if st.diverged.is_some() {
             return;
         }
-        let reference = self.reference();
-        let have = reference.len().saturating_sub(start).min(chunk.len());
-        let matching = reference[start..start + have]
-            .iter()
-            .zip(chunk)
-            .position(|(a, b)| a != b);
-        let diverged = match matching {
+        // Not diverged means every byte so far matched this reference (a
+        // learned one is never replaced, and one learned after this reply's
+        // first byte is never used for it: that reply diverged at byte 0).
+        let reference = self.reference(st.target);
+        let rest = reference.get(start..).unwrap_or_default();
+        let have = rest.len().min(chunk.len());
+        let mismatch = rest[..have].iter().zip(chunk).position(|(a, b)| a != b);
+        let diverged = match mismatch {
             Some(i) => Some(DivergedAt::Offset(start + i)),
             None if have < chunk.len() => {
                 if reference.is_empty() {
@@ -154,7 +176,8 @@ impl Checker {
         if let Some(d) = diverged {
             st.diverged = Some(d);
             if self.expect.is_none() {
-                // Gather this reply to check it in full at the end.
+                // Gather this reply to check it in full at the end: the bytes
+                // before this chunk are the reference's, which they matched.
                 let mut spill = Vec::with_capacity(start + chunk.len());
                 spill.extend_from_slice(&reference[..start]);
                 spill.extend_from_slice(chunk);
@@ -175,10 +198,13 @@ impl Checker {
         if let Some(spill) = st.spill.take() {
             let document = reply::split_received(&spill).map_err(BadReply::Terminator)?;
             policy::validate(document).map_err(|e| BadReply::InvalidPolicy(e.to_string()))?;
-            self.known_good = spill;
+            let learned = &mut self.learned[st.target];
+            if learned.is_empty() {
+                *learned = spill;
+            }
             return Ok(());
         }
-        let reference_len = self.reference().len();
+        let reference_len = self.reference(st.target).len();
         match st.diverged {
             Some(DivergedAt::TooLong) => Err(BadReply::TooLong {
                 limit: if self.expect.is_some() {
@@ -193,10 +219,10 @@ impl Checker {
                     got: st.len,
                     want: reference_len,
                 }),
-                // A prefix of the known-good reply: check it as it is, which
+                // A prefix of the learned reply: check it as it is, which
                 // names the real fault (usually the missing NUL).
                 None => {
-                    let got = &self.known_good[..st.len];
+                    let got = &self.learned[st.target][..st.len];
                     let document = reply::split_received(got).map_err(BadReply::Terminator)?;
                     policy::validate(document)
                         .map_err(|e| BadReply::InvalidPolicy(e.to_string()))?;
@@ -257,7 +283,7 @@ mod tests {
     fn known_good_fast_path() {
         // Pretend a reply was validated already.
         let mut c = Checker::new(None);
-        c.known_good = b"<doc/>\0".to_vec();
+        c.learned[0] = b"<doc/>\0".to_vec();
         assert_eq!(run(&mut c, &[b"<do", b"c/>\0"]), Ok(()));
         // A truncated copy of the known-good reply is checked as it is.
         assert!(matches!(
@@ -269,5 +295,82 @@ mod tests {
             run(&mut c, &[b"<doc/>\0x"]),
             Err(BadReply::Terminator(_))
         ));
+    }
+}
+
+#[cfg(test)]
+mod interleaving {
+    use super::*;
+
+    const A: &[u8] = b"<cross-domain-policy><allow-access-from domain=\"*\" to-ports=\"843\"/></cross-domain-policy>\0";
+    const B: &[u8] = b"<?xml version=\"1.0\"?><cross-domain-policy><allow-access-from domain=\"*\" to-ports=\"*\"/></cross-domain-policy>\0";
+
+    #[test]
+    fn a_reply_in_pieces_keeps_its_reference_while_another_is_validated() {
+        let mut c = Checker::new(None);
+        let mut first = ReplyState::default();
+        c.feed(&mut first, A);
+        assert_eq!(c.finish(&mut first), Ok(()));
+        // X has the start of A; Y then brings a different valid policy.
+        let mut x = ReplyState::default();
+        c.feed(&mut x, &A[..10]);
+        let mut y = ReplyState::default();
+        c.feed(&mut y, B);
+        assert_eq!(c.finish(&mut y), Ok(()));
+        c.feed(&mut x, &A[10..]);
+        assert_eq!(c.finish(&mut x), Ok(()));
+        // The first validated reply stays the reference: A takes the fast path.
+        let mut z = ReplyState::default();
+        c.feed(&mut z, A);
+        assert!(z.spill.is_none() && z.diverged.is_none());
+        assert_eq!(c.finish(&mut z), Ok(()));
+    }
+
+    #[test]
+    fn each_target_learns_its_own_reference_once() {
+        let mut c = Checker::new(None);
+        for _ in 0..3 {
+            for (target, body) in [(0, A), (1, B)] {
+                let mut st = ReplyState::for_target(target);
+                for piece in body.chunks(9) {
+                    c.feed(&mut st, piece);
+                }
+                assert_eq!(c.finish(&mut st), Ok(()));
+            }
+        }
+        assert_eq!(c.learned[0], A);
+        assert_eq!(c.learned[1], B);
+        // Once learned, neither port's reply leaves the fast path (no
+        // buffer, no full validation).
+        for (target, body) in [(0, A), (1, B)] {
+            let mut st = ReplyState::for_target(target);
+            for piece in body.chunks(5) {
+                c.feed(&mut st, piece);
+            }
+            assert!(st.spill.is_none(), "target {target} spilled");
+            assert_eq!(c.finish(&mut st), Ok(()));
+        }
+    }
+
+    #[test]
+    fn a_longer_reply_than_the_reference_in_pieces_is_checked_whole() {
+        let mut c = Checker::new(None);
+        let mut st = ReplyState::default();
+        c.feed(&mut st, A);
+        assert_eq!(c.finish(&mut st), Ok(()));
+        // B is longer than A and differs from byte 1 on.
+        let mut st = ReplyState::default();
+        for piece in B.chunks(7) {
+            c.feed(&mut st, piece);
+        }
+        assert_eq!(c.finish(&mut st), Ok(()));
+        // A corrupted copy of A of the same length is bad, in any pieces.
+        let mut bad = A.to_vec();
+        bad[A.len() - 3] = b'x';
+        let mut st = ReplyState::default();
+        for piece in bad.chunks(4) {
+            c.feed(&mut st, piece);
+        }
+        assert!(c.finish(&mut st).is_err());
     }
 }

@@ -562,6 +562,9 @@ impl Worker {
         let gen = self.fresh_gen();
         let entry = self.conns.vacant_entry();
         let key = entry.key();
+        let fallback_attempt = fallback.is_none()
+            && self.plan.config.fallback.is_some()
+            && client.scenario.wants_policy();
         let mut conn = Conn {
             stream,
             gen,
@@ -572,10 +575,9 @@ impl Worker {
             first_byte_at: None,
             sent: 0,
             recorded: client.recorded,
-            fallback_attempt: fallback.is_none()
-                && self.plan.config.fallback.is_some()
-                && client.scenario.wants_policy(),
-            reply: ReplyState::default(),
+            fallback_attempt,
+            // Each port keeps its own reference reply.
+            reply: ReplyState::for_target(usize::from(fallback_attempt)),
         };
         if let Err(e) = self.poll.registry().register(
             &mut conn.stream,

@@ -455,3 +455,120 @@ fn hostile_clients_are_reported_apart_from_good_ones() {
     );
     assert!(slow_p50 >= 22 * 5_000, "22 pauses of 5 ms: {slow_p50}");
 }
+
+/// A second valid policy that differs from [`POLICY`] from its first bytes
+/// on, followed by its NUL.
+fn other_reply() -> Vec<u8> {
+    b"<?xml version=\"1.0\"?><cross-domain-policy><allow-access-from domain=\"*\" to-ports=\"843\"/></cross-domain-policy>\0".to_vec()
+}
+
+const PIECE: usize = 7;
+const PAUSE: Duration = Duration::from_millis(2);
+
+#[test]
+fn replies_in_many_small_pieces_are_all_good() {
+    let dir = TempDir::new("pieces");
+    let fake = Fake::answering(false, Duration::from_secs(2), |s, _| {
+        write_in_pieces(s, &reply(), PIECE, PAUSE);
+    });
+    let run = run_loadgen(
+        &dir,
+        "pieces",
+        &[
+            "-c",
+            "8",
+            "--count",
+            "120",
+            "--threads",
+            "1",
+            &fake.target(),
+        ],
+    );
+    assert_eq!(u(&run.json, &["ok"]), 120, "{}", run.stdout);
+    assert_eq!(errors_total(&run.json), 0, "{}", run.stdout);
+}
+
+#[test]
+fn fallback_port_with_another_valid_policy_gives_no_bad_responses() {
+    let dir = TempDir::new("two-policies");
+    // The main port answers every other client (in pieces) and keeps the
+    // rest waiting past --fallback-after; the fallback port answers all with
+    // a different valid policy, also in pieces.
+    let main = Fake::answering(false, Duration::from_secs(2), |s, n| {
+        if n % 2 == 0 {
+            write_in_pieces(s, &reply(), PIECE, PAUSE);
+        } else {
+            std::thread::sleep(Duration::from_millis(400));
+        }
+    });
+    let fallback = Fake::answering(false, Duration::from_secs(2), |s, _| {
+        write_in_pieces(s, &other_reply(), PIECE, PAUSE);
+    });
+    let port = fallback.addr.port().to_string();
+    let run = run_loadgen(
+        &dir,
+        "two-policies",
+        &[
+            "--rate",
+            "300",
+            "--count",
+            "120",
+            "--threads",
+            "1",
+            "--flash-fallback",
+            &port,
+            "--fallback-after",
+            "150ms",
+            &main.target(),
+        ],
+    );
+    let j = &run.json;
+    assert_eq!(
+        u(j, &["errors", "bad_response"]),
+        0,
+        "{}{}",
+        run.stdout,
+        run.stderr
+    );
+    assert_eq!(u(j, &["ok"]), 120, "{}", run.stdout);
+    assert_eq!(u(j, &["fell_back"]), 60, "{}", run.stdout);
+}
+
+#[test]
+fn exactly_the_corrupted_replies_are_counted() {
+    let dir = TempDir::new("corrupted");
+    // Same length as the good reply, but the closing tag is broken.
+    let good = reply();
+    let mut bad = good.clone();
+    let at = bad
+        .windows(2)
+        .position(|w| w == b"</")
+        .expect("a closing tag");
+    bad[at + 1] = b'x';
+    assert_eq!(bad.len(), good.len());
+    let fake = Fake::answering(false, Duration::from_secs(2), move |s, n| {
+        let body = if n % 2 == 1 { &bad } else { &good };
+        write_in_pieces(s, body, PIECE, PAUSE);
+    });
+    let run = run_loadgen(
+        &dir,
+        "corrupted",
+        &[
+            "-c",
+            "6",
+            "--count",
+            "120",
+            "--threads",
+            "1",
+            &fake.target(),
+        ],
+    );
+    assert_eq!(
+        u(&run.json, &["errors", "bad_response"]),
+        60,
+        "{}",
+        run.stdout
+    );
+    assert_eq!(u(&run.json, &["ok"]), 60, "{}", run.stdout);
+    assert_eq!(errors_total(&run.json), 60, "{}", run.stdout);
+}

@@ -138,6 +138,18 @@ pub fn read_request(s: &mut TcpStream, timeout: Duration) -> Vec<u8> {
     buf
 }
 
+/// Writes `bytes` in pieces of `piece` bytes with `pause` after each, one
+/// segment each (TCP_NODELAY), so the reader gets them in several reads.
+pub fn write_in_pieces(s: &mut TcpStream, bytes: &[u8], piece: usize, pause: Duration) {
+    let _ = s.set_nodelay(true);
+    for chunk in bytes.chunks(piece.max(1)) {
+        if s.write_all(chunk).is_err() {
+            return;
+        }
+        std::thread::sleep(pause);
+    }
+}
+
 /// A fake server: a listener on 127.0.0.1:0 and a thread that accepts
 /// connections and hands each to `serve` (on the accept thread when
 /// `sequential`, else on a thread of its own). Lives as long as the test.
@@ -190,6 +202,33 @@ impl Fake {
             accepted,
             peers,
         }
+    }
+
+    /// Reads the request (waiting up to `wait`) and, when it is the policy
+    /// request, hands the connection and its number to `answer`.
+    pub fn answering<F>(sequential: bool, wait: Duration, answer: F) -> Fake
+    where
+        F: Fn(&mut TcpStream, u64) + Send + Sync + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind fake server");
+        Fake::answering_on(listener, sequential, wait, answer)
+    }
+
+    /// [`Fake::answering`] on a listener of the caller's.
+    pub fn answering_on<F>(
+        listener: TcpListener,
+        sequential: bool,
+        wait: Duration,
+        answer: F,
+    ) -> Fake
+    where
+        F: Fn(&mut TcpStream, u64) + Send + Sync + 'static,
+    {
+        Fake::start_on(listener, sequential, move |mut s, n| {
+            if read_request(&mut s, wait) == REQUEST {
+                answer(&mut s, n);
+            }
+        })
     }
 
     pub fn target(&self) -> String {
