@@ -44,12 +44,11 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use tracing::{debug, warn};
 
+use super::common::{
+    accept_error, connection_cap, due, is_live, open_spare, AcceptError, Generation, ACCEPT_BACKOFF,
+};
 use super::{Stats, WorkerCtx};
 use crate::timer::DeadlineQueue;
-
-/// How long accepting pauses after the process ran out of descriptors (or
-/// memory) before it tries again.
-pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
 
 /// Bytes read per `read` call. A request never needs more than
 /// [`MAX_REQUEST_LEN`]; a little more lets a client's whole first segment in
@@ -57,14 +56,8 @@ pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
 const READ_BUF_LEN: usize = 64;
 const _: () = assert!(READ_BUF_LEN >= MAX_REQUEST_LEN);
 
-/// Most connection slots preallocated per worker.
-const MAX_PREALLOCATED: usize = 1 << 20;
-
 /// Events fetched per `epoll_wait`.
 const EVENTS_CAPACITY: usize = 1024;
-
-/// At most one warning of each kind per this interval.
-const WARN_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Connections use their slab key as token; these two sit at the top of the
 /// token space, far above any slab key.
@@ -78,6 +71,12 @@ struct Conn {
     /// Identifies this use of the slot in the deadline queue.
     generation: u32,
     phase: Phase,
+}
+
+impl Generation for Conn {
+    fn generation(&self) -> u32 {
+        self.generation
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -164,14 +163,14 @@ impl Worker {
         let fd = ctx.wakeup.as_raw_fd();
         poll.registry()
             .register(&mut SourceFd(&fd), WAKEUP, Interest::READABLE)?;
-        let max_connections = ctx.max_connections.max(1);
+        let max_connections = connection_cap(ctx.max_connections);
         Ok(Worker {
             id: ctx.id,
             poll,
             listeners,
-            // Every slot up front (bounded, in case of an absurd cap: the
-            // descriptor limit bounds real connections long before).
-            conns: Slab::with_capacity(max_connections.min(MAX_PREALLOCATED)),
+            // Every slot up front (the cap is bounded by
+            // `MAX_CONNECTIONS_PER_WORKER`).
+            conns: Slab::with_capacity(max_connections),
             max_connections,
             deadlines: DeadlineQueue::new(ctx.timeout),
             next_generation: 0,
@@ -500,69 +499,10 @@ fn write_reply(stream: &mut TcpStream, reply: &[u8], mut sent: usize) -> Step {
     Step::Close(End::Served)
 }
 
-enum AcceptError {
-    /// Nothing (more) queued.
-    Empty,
-    /// This one connection failed; try the next.
-    Retry,
-    /// Out of descriptors or memory: shed and back off.
-    OutOfResources,
-    /// Anything else: back off rather than spin.
-    Other,
-}
-
-fn accept_error(e: &io::Error) -> AcceptError {
-    if e.kind() == io::ErrorKind::WouldBlock {
-        return AcceptError::Empty;
-    }
-    match e.raw_os_error() {
-        Some(libc::EINTR) => AcceptError::Retry,
-        // accept(2): errors already pending on the new socket, to be treated
-        // like EAGAIN by retrying; ECONNABORTED is a client that gave up.
-        Some(
-            libc::ECONNABORTED
-            | libc::EPROTO
-            | libc::EPERM
-            | libc::ENETDOWN
-            | libc::ENOPROTOOPT
-            | libc::EHOSTDOWN
-            | libc::ENONET
-            | libc::EHOSTUNREACH
-            | libc::EOPNOTSUPP
-            | libc::ENETUNREACH
-            | libc::ETIMEDOUT,
-        ) => AcceptError::Retry,
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
-            AcceptError::OutOfResources
-        }
-        _ => AcceptError::Other,
-    }
-}
-
-fn is_live(conns: &Slab<Conn>, key: usize, generation: u32) -> bool {
-    conns.get(key).is_some_and(|c| c.generation == generation)
-}
-
-fn open_spare() -> Option<File> {
-    File::open("/dev/null").ok()
-}
-
 fn min_opt(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, None) => a,
         (None, b) => b,
-    }
-}
-
-/// Rate limit for warnings: true (and records `now`) at most once per
-/// [`WARN_INTERVAL`].
-fn due(last: &mut Option<Instant>, now: Instant) -> bool {
-    match last {
-        Some(at) if now.saturating_duration_since(*at) < WARN_INTERVAL => false,
-        _ => {
-            *last = Some(now);
-            true
-        }
     }
 }

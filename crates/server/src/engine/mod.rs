@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::config::Backend;
 use crate::shutdown::{ShutdownFlag, Wakeup};
 
+pub mod common;
 pub mod epoll;
 pub mod uring;
 

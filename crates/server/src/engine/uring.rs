@@ -76,7 +76,15 @@
 //!   error. A spare descriptor (an open `/dev/null`) is closed to accept one
 //!   queued connection synchronously and close it (shed), the spare is
 //!   reopened, and the accept is re-armed only after a [`ACCEPT_BACKOFF`]
-//!   `TIMEOUT` operation: no spin.
+//!   `TIMEOUT` operation: no spin. The errno of a multishot accept's final
+//!   completion goes through the same classification as the epoll engine's
+//!   `accept` ([`classify_accept_error`]); unknown errors back off the same
+//!   way, with a warning at most once per [`WARN_INTERVAL`]. Only errors
+//!   that mean the operation itself is refused (`EINVAL`, `EBADF`,
+//!   `ENOTSOCK`, `EOPNOTSUPP`) stop the worker.
+//! * `--max-connections` is capped at [`MAX_CONNECTIONS_PER_WORKER`] per
+//!   worker in both engines (with a warning at start-up): every slot gets
+//!   its receive buffer up front.
 //! * A full submission queue: submit and push again. A completion queue that
 //!   overflows: the ring has `IORING_FEAT_NODROP` (required), so nothing is
 //!   lost; `EBUSY`/`EAGAIN` from submit makes us reap completions first.
@@ -169,13 +177,15 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
 use slab::Slab;
 use tracing::{debug, warn};
 
+use super::common::{
+    classify_accept_error, connection_cap, due, is_live, open_spare, AcceptError, Generation,
+    ACCEPT_BACKOFF,
+};
+#[cfg(doc)]
+use super::common::{MAX_CONNECTIONS_PER_WORKER, WARN_INTERVAL};
 use super::{Stats, WorkerCtx};
 use crate::shutdown::{ShutdownFlag, Wakeup};
 use crate::timer::DeadlineQueue;
-
-/// How long accepting pauses after the process ran out of descriptors (or
-/// memory) before the multishot accept is re-armed.
-pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(30);
 
 /// Bytes per receive buffer. A request never needs more than
 /// [`MAX_REQUEST_LEN`]; a little more lets a client's whole first segment in
@@ -188,17 +198,11 @@ const _: () = assert!(RECV_BUF >= MAX_REQUEST_LEN);
 /// a tiny completion queue.
 const DEFAULT_ENTRIES: u32 = 1024;
 
-/// Most connection slots preallocated per worker.
-const MAX_PREALLOCATED: usize = 1 << 20;
-
 /// Accepted connections that may wait for a slot (see the module docs).
 pub const MAX_PARKED: usize = 64;
 
 /// Retries of a recv or send that failed with a transient error.
 const MAX_RETRIES: u8 = 8;
-
-/// At most one warning of each kind per this interval.
-const WARN_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Environment variable that makes [`probe`] fail, to test the fallback.
 pub const FORCE_NO_URING_ENV: &str = "FLASHPOLICYD_FORCE_NO_URING";
@@ -484,6 +488,12 @@ struct Conn {
     retries: u8,
 }
 
+impl Generation for Conn {
+    fn generation(&self) -> u32 {
+        self.generation
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum AcceptState {
     /// No accept armed.
@@ -566,7 +576,7 @@ pub fn run(ctx: WorkerCtx) -> io::Result<Stats> {
 
 impl Worker {
     fn new(ctx: WorkerCtx, ring: IoUring, zc_supported: bool) -> io::Result<Worker> {
-        let max = ctx.max_connections.clamp(1, MAX_PREALLOCATED);
+        let max = connection_cap(ctx.max_connections);
         let accept = vec![AcceptState::Idle; ctx.listeners.len()];
         Ok(Worker {
             id: ctx.id,
@@ -984,35 +994,43 @@ impl Worker {
         let state = std::mem::replace(&mut self.accept[li], AcceptState::Idle);
         let errno = -res;
         if res < 0 && state == AcceptState::Armed && errno != libc::ECANCELED {
-            match errno {
-                libc::EINTR | libc::EAGAIN | libc::ECONNABORTED | libc::EPROTO | libc::EPERM => {}
-                libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => {
-                    if due(&mut self.last_fd_warning, Instant::now()) {
+            if matches!(
+                errno,
+                libc::EINVAL | libc::EBADF | libc::ENOTSOCK | libc::EOPNOTSUPP
+            ) {
+                // From an io_uring accept on our own TCP listener these mean
+                // the operation itself is refused: re-arming would only fail
+                // again at once.
+                return Err(io::Error::other(format!(
+                    "multishot accept refused: {}",
+                    io::Error::from_raw_os_error(errno)
+                )));
+            }
+            let now = Instant::now();
+            match classify_accept_error(errno) {
+                // One connection failed (or none was there): re-arm below.
+                AcceptError::Empty | AcceptError::Retry => {}
+                AcceptError::OutOfResources => {
+                    if due(&mut self.last_fd_warning, now) {
                         warn!(
                             "worker {}: accept: {}; shedding connections until descriptors \
-                             free up",
+                             free up (raise `ulimit -n`?)",
                             self.id,
                             io::Error::from_raw_os_error(errno)
                         );
                     }
-                    if matches!(errno, libc::EMFILE | libc::ENFILE) {
-                        self.shed_one(li);
-                    }
+                    self.shed_one(li);
                     self.accept[li] = AcceptState::BackingOff;
                     return self.arm_backoff();
                 }
-                libc::EINVAL | libc::EBADF | libc::ENOTSOCK | libc::EOPNOTSUPP => {
-                    return Err(io::Error::other(format!(
-                        "multishot accept refused: {}",
-                        io::Error::from_raw_os_error(errno)
-                    )));
-                }
-                _ => {
-                    warn!(
-                        "worker {}: accept: {}; retrying after {ACCEPT_BACKOFF:?}",
-                        self.id,
-                        io::Error::from_raw_os_error(errno)
-                    );
+                AcceptError::Other => {
+                    if due(&mut self.last_fd_warning, now) {
+                        warn!(
+                            "worker {}: accept: {}; retrying after {ACCEPT_BACKOFF:?}",
+                            self.id,
+                            io::Error::from_raw_os_error(errno)
+                        );
+                    }
                     self.accept[li] = AcceptState::BackingOff;
                     return self.arm_backoff();
                 }
@@ -1371,27 +1389,8 @@ impl Worker {
     }
 }
 
-fn is_live(conns: &Slab<Conn>, key: usize, generation: u32) -> bool {
-    conns.get(key).is_some_and(|c| c.generation == generation)
-}
-
 fn errno(res: i32) -> io::Error {
     io::Error::from_raw_os_error(res.saturating_neg())
-}
-
-fn open_spare() -> Option<File> {
-    File::open("/dev/null").ok()
-}
-
-/// Rate limit for warnings: true at most once per [`WARN_INTERVAL`].
-fn due(last: &mut Option<Instant>, now: Instant) -> bool {
-    match last {
-        Some(t) if now.duration_since(*t) < WARN_INTERVAL => false,
-        _ => {
-            *last = Some(now);
-            true
-        }
-    }
 }
 
 #[cfg(test)]
