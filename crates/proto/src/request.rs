@@ -91,11 +91,9 @@ pub struct Recogniser {
     state: State,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    /// `n` bytes of the tag matched so far.
-    #[default]
-    Start,
+    /// `n` bytes of the tag matched so far (`Tag(0)`: nothing seen yet).
     Tag(u8),
     /// The tag and a `\r` have been seen; only `\n` (or EOF) may follow.
     CarriageReturn,
@@ -103,18 +101,23 @@ enum State {
     Done,
 }
 
+impl Default for State {
+    fn default() -> Self {
+        State::Tag(0)
+    }
+}
+
 impl Recogniser {
     /// A recogniser that has seen nothing yet.
     pub const fn new() -> Self {
         Recogniser {
-            state: State::Start,
+            state: State::Tag(0),
         }
     }
 
     /// Number of request bytes accepted so far.
     pub fn matched(&self) -> usize {
         match self.state {
-            State::Start => 0,
             State::Tag(n) => n as usize,
             State::CarriageReturn => TAG.len() + 1,
             State::Done => 0,
@@ -130,7 +133,7 @@ impl Recogniser {
         let mut i = 0;
         match self.state {
             State::Done => return Verdict::Reject(Reject::AfterVerdict),
-            State::Start | State::Tag(_) if matched < TAG.len() => {
+            State::Tag(_) if matched < TAG.len() => {
                 // Compare the rest of the tag in one go; find the wrong byte
                 // only when there is one.
                 let rest = &TAG[matched..];
