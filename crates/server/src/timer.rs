@@ -38,9 +38,15 @@ impl DeadlineQueue {
     }
 
     /// Arms a deadline `timeout` after `now` for `(key, generation)`.
+    ///
+    /// Never panics: a deadline past what `Instant` can hold becomes a far
+    /// one (see [`far_deadline`]), and none is ever put before the last
+    /// entry, so the queue stays sorted even then.
     pub fn arm(&mut self, now: Instant, key: usize, generation: u32) {
-        let at = now + self.timeout;
-        debug_assert!(self.queue.back().map_or(true, |d| d.at <= at));
+        let at = now
+            .checked_add(self.timeout)
+            .unwrap_or_else(|| far_deadline(now));
+        let at = self.queue.back().map_or(at, |d| d.at.max(at));
         self.queue.push_back(Deadline {
             at,
             key,
@@ -83,6 +89,21 @@ impl DeadlineQueue {
     /// Whether no deadline is armed.
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
+    }
+}
+
+/// The latest deadline after `now` that `Instant` can hold, found by halving
+/// a century until it fits (a 64-bit clock fits it at the first try).
+fn far_deadline(now: Instant) -> Instant {
+    let mut ahead = Duration::from_secs(100 * 365 * 24 * 3600);
+    loop {
+        if let Some(at) = now.checked_add(ahead) {
+            return at;
+        }
+        if ahead.is_zero() {
+            return now;
+        }
+        ahead /= 2;
     }
 }
 
@@ -129,5 +150,17 @@ mod tests {
             q.pop_expired(t0 + Duration::from_secs(1)).map(|d| d.key),
             Some(2)
         );
+    }
+
+    #[test]
+    fn a_timeout_past_the_clock_limit_arms_a_far_deadline() {
+        let t0 = Instant::now();
+        let mut q = DeadlineQueue::new(Duration::MAX);
+        q.arm(t0, 1, 0);
+        q.arm(t0 + Duration::from_secs(1), 2, 0);
+        assert_eq!(q.len(), 2);
+        assert_eq!(q.pop_expired(t0 + Duration::from_secs(3600)), None);
+        let wait = q.next_timeout(t0).expect("armed");
+        assert!(wait >= Duration::from_secs(3600), "{wait:?}");
     }
 }
