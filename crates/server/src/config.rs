@@ -1,13 +1,14 @@
 //! The command line, parsed once into a typed, validated [`Config`].
 
 use std::fmt;
+use std::io::Read;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use flashpolicy_proto::policy::{self, Policy, PolicyError, SpecError};
+use flashpolicy_proto::policy::{self, Policy, PolicyError, Rule, SpecError};
 use flashpolicy_proto::reply::{Reply, ReplyError};
 
 /// `flashpolicyd` command line.
@@ -189,6 +190,22 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// The longest `--timeout`: a client that has sent no request for an hour is
+/// not going to, and a bound keeps deadline arithmetic far from the clock's
+/// limit.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Reads a policy file, but never more than one byte past
+/// [`policy::MAX_POLICY_LEN`]: enough for validation to refuse an oversize
+/// document without reading all of `/dev/zero` or a huge file first.
+fn read_policy(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut document = Vec::new();
+    std::fs::File::open(path)?
+        .take(policy::MAX_POLICY_LEN as u64 + 1)
+        .read_to_end(&mut document)?;
+    Ok(document)
+}
+
 /// Flash Player honours a policy served from a port of 1024 or above only
 /// for ports of 1024 or above. Says which rules grant lower ports in vain.
 fn low_port_warning(listen: &Listen, policy: &Policy) -> Option<String> {
@@ -221,13 +238,22 @@ impl Config {
     pub fn from_args(args: Args) -> Result<Config, ConfigError> {
         let mut warnings = Vec::new();
         let (policy, reply, policy_summary) = if let Some(path) = &args.policy {
-            let document = std::fs::read(path).map_err(|error| ConfigError::Read {
+            let document = read_policy(path).map_err(|error| ConfigError::Read {
                 path: path.clone(),
                 error,
             })?;
-            let validated = policy::validate(&document).map_err(|error| ConfigError::Policy {
-                path: path.clone(),
-                error,
+            let validated = policy::validate(&document).map_err(|mut error| {
+                // Only MAX_POLICY_LEN + 1 bytes were read: name the file's
+                // real size where it has one (not for /dev/zero or a pipe).
+                if let Rule::TooLarge { len } = &mut error.rule {
+                    if let Ok(meta) = std::fs::metadata(path) {
+                        *len = (*len).max(usize::try_from(meta.len()).unwrap_or(usize::MAX));
+                    }
+                }
+                ConfigError::Policy {
+                    path: path.clone(),
+                    error,
+                }
             })?;
             for w in &validated.warnings {
                 warnings.push(format!(
@@ -273,13 +299,29 @@ impl Config {
                 }
             };
             let document = policy.render();
+            // The same checks as a file gets: the size refusal and warnings.
+            let generated = PathBuf::from("<generated>");
+            let validated =
+                policy::validate(document.as_bytes()).map_err(|error| ConfigError::Policy {
+                    path: generated.clone(),
+                    error,
+                })?;
+            for w in &validated.warnings {
+                warnings.push(format!(
+                    "{}:{}:{}: {}",
+                    generated.display(),
+                    w.line,
+                    w.column,
+                    w.rule
+                ));
+            }
             let summary = format!(
                 "generated ({} rules, {} bytes)",
                 policy.allow.len(),
                 document.len()
             );
             let reply = Reply::new(document.as_bytes()).map_err(|error| ConfigError::Reply {
-                path: PathBuf::from("<generated>"),
+                path: generated,
                 error,
             })?;
             (policy, reply, summary)
@@ -292,6 +334,13 @@ impl Config {
         }
         if args.timeout.is_zero() {
             return Err(ConfigError::Invalid("--timeout must be more than 0".into()));
+        }
+        if args.timeout > MAX_TIMEOUT {
+            return Err(ConfigError::Invalid(format!(
+                "--timeout {} is too long: the most is {}",
+                humantime::format_duration(args.timeout),
+                humantime::format_duration(MAX_TIMEOUT)
+            )));
         }
         let threads = match args.threads {
             Some(n) => n.get(),
