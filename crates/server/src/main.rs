@@ -2,7 +2,8 @@
 //!
 //! Exit status: 0 after a clean shutdown, 2 for a usage or configuration
 //! error (nothing was served), 1 when the server could not start or a worker
-//! failed.
+//! failed (returned an error, or panicked), 128 + the signal number (130 for
+//! SIGINT, 143 for SIGTERM) when a second SIGINT/SIGTERM cut the drain short.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -57,8 +58,8 @@ fn run(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
         warn!("{w}");
     }
     let resolved = engine::resolve_backend(config.backend, config.send_zc)?;
-    info!("engine {}: {}", resolved.backend, resolved.reason);
-    config.backend = resolved.backend;
+    info!("engine {}: {}", resolved.engine, resolved.reason);
+    config.backend = resolved.engine.into();
     let opts = ListenOptions {
         backlog: config.backlog,
         defer_accept_secs: config
@@ -93,9 +94,16 @@ fn run(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
         std::thread::Builder::new()
             .name("signals".into())
             .spawn(move || {
-                if let Some(sig) = signals.forever().next() {
+                let mut signals = signals.forever();
+                if let Some(sig) = signals.next() {
                     info!("signal {sig}: no longer accepting; finishing open connections");
                     stop_all(&shutdown, &signal_wakers);
+                }
+                // A second signal during the drain (which a long --timeout can
+                // make long) quits at once, as a shell reports a signal death.
+                if let Some(sig) = signals.next() {
+                    error!("signal {sig} again: exiting now, open connections dropped");
+                    std::process::exit(128 + sig);
                 }
             })?;
     }
@@ -104,6 +112,11 @@ fn run(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let per_worker = config.max_connections.div_ceil(config.threads).max(1);
     let cpus = online_cpus();
     let (done_tx, done_rx) = mpsc::channel::<(usize, std::io::Result<Stats>)>();
+    // Test hook (debug builds only): the worker with this id panics at start.
+    #[cfg(debug_assertions)]
+    let test_panic_worker: Option<usize> = std::env::var("FLASHPOLICYD_TEST_PANIC_WORKER")
+        .ok()
+        .and_then(|v| v.parse().ok());
     let mut handles = Vec::with_capacity(config.threads);
     for (id, (listeners, wakeup)) in sockets.into_iter().zip(wakeups).enumerate() {
         let ctx = WorkerCtx {
@@ -116,20 +129,29 @@ fn run(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
             shutdown: shutdown.clone(),
             send_zc: config.send_zc,
         };
-        let backend = config.backend;
+        let chosen = resolved.engine;
         let pin = config.pin.then(|| cpus[id % cpus.len()]);
-        let done = done_tx.clone();
+        let report = Report {
+            id,
+            done: Some(done_tx.clone()),
+        };
+        #[cfg(debug_assertions)]
+        let panic_hook = test_panic_worker == Some(id);
         handles.push(
             std::thread::Builder::new()
                 .name(format!("worker-{id}"))
                 .spawn(move || {
+                    #[cfg(debug_assertions)]
+                    if panic_hook {
+                        panic!("worker {id}: FLASHPOLICYD_TEST_PANIC_WORKER asked for a panic");
+                    }
                     if let Some(cpu) = pin {
                         if let Err(e) = pin_to_cpu(cpu) {
                             warn!("worker {id}: cannot pin to CPU {cpu}: {e}");
                         }
                     }
-                    let result = engine::run_worker(backend, ctx);
-                    let _ = done.send((id, result));
+                    let result = engine::run_worker(chosen, ctx);
+                    report.send(result);
                 })?,
         );
     }
@@ -159,8 +181,15 @@ fn run(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
-    for h in handles {
-        let _ = h.join();
+    for (id, h) in handles.into_iter().enumerate() {
+        if h.join().is_err() {
+            // Its Report has normally said so already, and the others have
+            // been stopped; a panic is a failure whatever was reported.
+            if !failed {
+                error!("worker {id} panicked");
+            }
+            failed = true;
+        }
     }
     signal_handle.close();
     info!(
@@ -176,6 +205,33 @@ fn run(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
         return Err("a worker failed".into());
     }
     Ok(())
+}
+
+/// Carries a worker's result to the main thread, and an error in its place
+/// when the worker unwinds without one (a panic), so that the main thread
+/// stops the others and exits 1 instead of waiting on them and exiting 0.
+/// Release builds set `panic = "abort"`: there a worker panic kills the whole
+/// process before anything is reported.
+struct Report {
+    id: usize,
+    done: Option<mpsc::Sender<(usize, std::io::Result<Stats>)>>,
+}
+
+impl Report {
+    fn send(mut self, result: std::io::Result<Stats>) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send((self.id, result));
+        }
+    }
+}
+
+impl Drop for Report {
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            let error = std::io::Error::other("the worker ended without a result (it panicked)");
+            let _ = done.send((self.id, Err(error)));
+        }
+    }
 }
 
 fn stop_all(shutdown: &ShutdownFlag, wakers: &[Wakeup]) {
