@@ -173,6 +173,13 @@ pub fn run(cfg: RunConfig) -> Result<Summary, String> {
     for h in handles {
         let _ = h.join();
     }
+    // A worker that panicked never said Done: its clients are unaccounted
+    // for, so the run has no result (rather than a report of zeros).
+    if let Some(id) = done.iter().position(|d| !*d) {
+        failure.get_or_insert(format!(
+            "worker {id} stopped without a result (it panicked)"
+        ));
+    }
     if live {
         eprintln!();
     }
