@@ -4,6 +4,7 @@
 
 use std::io;
 use std::net::TcpListener;
+use std::fmt;
 use std::ops::AddAssign;
 use std::time::Duration;
 
@@ -65,26 +66,44 @@ impl AddAssign for Stats {
     }
 }
 
-/// Runs one worker on `backend` until shutdown has drained it.
-///
-/// `backend` should already be resolved by [`resolve_backend`]; `Auto` is
-/// resolved again here (the probe is cheap) rather than trusted blindly.
-pub fn run_worker(backend: Backend, ctx: WorkerCtx) -> io::Result<Stats> {
-    match backend {
-        Backend::Epoll => epoll::run(ctx),
-        Backend::Uring => uring::run(ctx),
-        Backend::Auto => match resolve_backend(Backend::Auto, ctx.send_zc) {
-            Ok(resolved) if resolved.backend == Backend::Uring => uring::run(ctx),
-            _ => epoll::run(ctx),
-        },
+/// Runs one worker on `engine` (chosen once by [`resolve_backend`]) until
+/// shutdown has drained it.
+pub fn run_worker(engine: Engine, ctx: WorkerCtx) -> io::Result<Stats> {
+    match engine {
+        Engine::Epoll => epoll::run(ctx),
+        Engine::Uring => uring::run(ctx),
+    }
+}
+
+/// An engine to run: what `--backend` becomes once `auto` is resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// [`epoll`]: mio, edge-triggered.
+    Epoll,
+    /// [`uring`]: io_uring, one ring per worker.
+    Uring,
+}
+
+impl fmt::Display for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&Backend::from(*self), f)
+    }
+}
+
+impl From<Engine> for Backend {
+    fn from(engine: Engine) -> Backend {
+        match engine {
+            Engine::Epoll => Backend::Epoll,
+            Engine::Uring => Backend::Uring,
+        }
     }
 }
 
 /// The engine chosen at start-up, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolved {
-    /// `Epoll` or `Uring`, never `Auto`.
-    pub backend: Backend,
+    /// The engine every worker runs.
+    pub engine: Engine,
     /// One line for the start-up log.
     pub reason: String,
 }
@@ -96,7 +115,7 @@ pub struct Resolved {
 /// why); `epoll` is taken as asked.
 pub fn resolve_backend(requested: Backend, send_zc: bool) -> Result<Resolved, String> {
     let mut resolved = resolve(requested, send_zc)?;
-    if send_zc && resolved.backend == Backend::Epoll {
+    if send_zc && resolved.engine == Engine::Epoll {
         resolved
             .reason
             .push_str("; --send-zc only applies to the uring engine and is ignored");
@@ -107,12 +126,12 @@ pub fn resolve_backend(requested: Backend, send_zc: bool) -> Result<Resolved, St
 fn resolve(requested: Backend, send_zc: bool) -> Result<Resolved, String> {
     match requested {
         Backend::Epoll => Ok(Resolved {
-            backend: Backend::Epoll,
+            engine: Engine::Epoll,
             reason: "asked for with --backend epoll".into(),
         }),
         Backend::Uring => match uring::probe(send_zc) {
             Ok(found) => Ok(Resolved {
-                backend: Backend::Uring,
+                engine: Engine::Uring,
                 reason: format!("asked for with --backend uring; {found}"),
             }),
             Err(why) => Err(format!(
@@ -121,11 +140,11 @@ fn resolve(requested: Backend, send_zc: bool) -> Result<Resolved, String> {
         },
         Backend::Auto => Ok(match uring::probe(send_zc) {
             Ok(found) => Resolved {
-                backend: Backend::Uring,
+                engine: Engine::Uring,
                 reason: format!("auto: {found}"),
             },
             Err(why) => Resolved {
-                backend: Backend::Epoll,
+                engine: Engine::Epoll,
                 reason: format!("auto: io_uring unavailable ({why}), using epoll"),
             },
         }),
