@@ -23,7 +23,7 @@ use hdrhistogram::Histogram;
 
 use crate::mix::Scenario;
 use crate::report::Summary;
-use crate::stats::{ErrorKind, Latencies, Stats};
+use crate::stats::{ErrorKind, Latencies, Stats, ERROR_KINDS};
 
 /// The first line of the summary comment.
 const SUMMARY_PREFIX: &str = "#flashpolicy-loadgen: ";
@@ -136,7 +136,7 @@ pub struct Merged {
     /// Started clients (from the summary comments).
     pub started: u64,
     /// Errors by kind (from the summary comments).
-    pub errors: [u64; 5],
+    pub errors: [u64; ERROR_KINDS],
     /// The modes found (`open`, `closed`).
     pub modes: Vec<String>,
     /// From the earliest interval start to the latest interval end, over all files.
@@ -150,7 +150,7 @@ pub fn merge(paths: &[impl AsRef<Path>]) -> Result<Merged, String> {
     let mut acc: HashMap<String, Histogram<u64>> = HashMap::new();
     let mut ok = 0u64;
     let mut started = 0u64;
-    let mut errors = [0u64; 5];
+    let mut errors = [0u64; ERROR_KINDS];
     let mut modes: Vec<String> = Vec::new();
     let mut earliest: Option<f64> = None;
     let mut latest: Option<f64> = None;

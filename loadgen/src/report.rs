@@ -8,7 +8,7 @@ use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
 
 use crate::mix::Scenario;
-use crate::stats::{ErrorKind, Latencies, ScenarioStats, Stats, SIGFIG};
+use crate::stats::{ErrorKind, Latencies, ScenarioStats, Stats, ERROR_KINDS, SIGFIG};
 use crate::sys::CpuTime;
 
 /// A finished run (or a merge of logs), ready to print.
@@ -167,7 +167,7 @@ pub fn text(s: &Summary) -> String {
     o
 }
 
-fn error_line(errors: &[u64; 5]) -> String {
+fn error_line(errors: &[u64; ERROR_KINDS]) -> String {
     ErrorKind::ALL
         .iter()
         .map(|k| format!("{} {}", k.name(), errors[k.index()]))
@@ -175,7 +175,7 @@ fn error_line(errors: &[u64; 5]) -> String {
         .join(", ")
 }
 
-fn reason_line(reasons: &[u64; 5]) -> String {
+fn reason_line(reasons: &[u64; ERROR_KINDS]) -> String {
     let parts: Vec<String> = ErrorKind::ALL
         .iter()
         .filter(|k| reasons[k.index()] > 0)
@@ -260,7 +260,7 @@ fn round1(x: f64) -> f64 {
     }
 }
 
-fn errors_json(errors: &[u64; 5]) -> Value {
+fn errors_json(errors: &[u64; ERROR_KINDS]) -> Value {
     let mut m = Map::new();
     for k in ErrorKind::ALL {
         m.insert(k.name().into(), json!(errors[k.index()]));
@@ -278,7 +278,7 @@ fn latencies_json(l: &Latencies) -> Value {
 
 /// The `--json` summary. The keys `mode`, `duration_s`, `ok`,
 /// `throughput_per_sec`, `errors{connect,reset,timeout,bad_response,
-/// ports_exhausted}` and `latency_us{total,connect,first_byte}{p50,p90,p99,
+/// ports_exhausted}` (plus `local_limit` and `io`, added later) and `latency_us{total,connect,first_byte}{p50,p90,p99,
 /// p99_9,max}` describe the good clients and are a contract; the rest is
 /// extra detail.
 pub fn json(s: &Summary) -> Value {
@@ -479,6 +479,20 @@ mod tests {
             fallback: false,
         };
         let v = json(&s);
+        let mut s = s;
+        let good = &mut s.stats.by_scenario[Scenario::Good.index()];
+        good.errors[ErrorKind::LocalLimit.index()] = 2;
+        good.errors[ErrorKind::Io.index()] = 3;
+        let text = text(&s);
+        assert!(
+            text.contains("ports_exhausted 0, local_limit 2, io 3"),
+            "{text}"
+        );
+        let w = json(&s);
+        assert_eq!(w["errors"]["local_limit"], json!(2));
+        assert_eq!(w["errors"]["io"], json!(3));
+        assert_eq!(w["errors"]["ports_exhausted"], json!(0));
+        assert_eq!(w["errors"]["reset"], json!(0));
         for k in [
             "mode",
             "duration_s",
@@ -495,6 +509,8 @@ mod tests {
             "timeout",
             "bad_response",
             "ports_exhausted",
+            "local_limit",
+            "io",
         ] {
             assert_eq!(v["errors"][k], json!(0), "{k}");
         }

@@ -46,20 +46,30 @@ pub enum ErrorKind {
     Timeout,
     /// Truncated, extra, wrong, missing NUL, or an invalid policy.
     BadResponse,
-    /// The generator ran out of ephemeral ports (EADDRNOTAVAIL) or another
-    /// local resource (file descriptors): the generator's fault, not the
-    /// server's.
+    /// The generator ran out of local ports (EADDRNOTAVAIL, EADDRINUSE):
+    /// the generator's fault, not the server's.
     PortsExhausted,
+    /// The generator hit its own descriptor or memory limit (EMFILE, ENFILE,
+    /// ENOMEM, ENOBUFS): the generator's fault, not the server's.
+    LocalLimit,
+    /// Any other I/O error on an open connection (neither a reset nor a
+    /// refusal): not blamed on either side.
+    Io,
 }
+
+/// How many [`ErrorKind`]s there are.
+pub const ERROR_KINDS: usize = ErrorKind::ALL.len();
 
 impl ErrorKind {
     /// Every kind, in report order.
-    pub const ALL: [ErrorKind; 5] = [
+    pub const ALL: [ErrorKind; 7] = [
         ErrorKind::Connect,
         ErrorKind::Reset,
         ErrorKind::Timeout,
         ErrorKind::BadResponse,
         ErrorKind::PortsExhausted,
+        ErrorKind::LocalLimit,
+        ErrorKind::Io,
     ];
 
     /// The key used in reports.
@@ -70,6 +80,8 @@ impl ErrorKind {
             ErrorKind::Timeout => "timeout",
             ErrorKind::BadResponse => "bad_response",
             ErrorKind::PortsExhausted => "ports_exhausted",
+            ErrorKind::LocalLimit => "local_limit",
+            ErrorKind::Io => "io",
         }
     }
 
@@ -130,12 +142,12 @@ pub struct ScenarioStats {
     /// closing the connection for `idle`/`garbage`.
     pub ok: u64,
     /// Failed clients by [`ErrorKind`].
-    pub errors: [u64; 5],
+    pub errors: [u64; ERROR_KINDS],
     /// Clients that fell back to `--flash-fallback`'s port.
     pub fell_back: u64,
     /// Why the first (master port) attempt was given up, by [`ErrorKind`]
     /// (`timeout` there means `--fallback-after` passed).
-    pub fallback_reasons: [u64; 5],
+    pub fallback_reasons: [u64; ERROR_KINDS],
     /// Latencies of successful clients.
     pub latency: Latencies,
     /// Total latency of successful clients that fell back (from the first
@@ -158,9 +170,9 @@ impl ScenarioStats {
         ScenarioStats {
             started: 0,
             ok: 0,
-            errors: [0; 5],
+            errors: [0; ERROR_KINDS],
             fell_back: 0,
-            fallback_reasons: [0; 5],
+            fallback_reasons: [0; ERROR_KINDS],
             latency: Latencies::new(),
             fell_back_total: new_histogram(),
             unexpected_replies: 0,
@@ -178,7 +190,7 @@ impl ScenarioStats {
         self.ok += o.ok;
         self.fell_back += o.fell_back;
         self.unexpected_replies += o.unexpected_replies;
-        for i in 0..5 {
+        for i in 0..ERROR_KINDS {
             self.errors[i] += o.errors[i];
             self.fallback_reasons[i] += o.fallback_reasons[i];
         }
@@ -197,7 +209,7 @@ pub struct Stats {
     /// Every client finished, warm-up included (for CPU per connection).
     pub finished_all: u64,
     /// The first message seen for each error kind.
-    pub first_error: [Option<String>; 5],
+    pub first_error: [Option<String>; ERROR_KINDS],
     /// From the start of recording to the last recorded completion.
     pub last_completion: Duration,
 }

@@ -915,38 +915,54 @@ struct ConnectError(SocketAddr, io::Error);
 impl fmt::Display for ConnectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "connect to {}: {}", self.0, self.1)?;
-        if classify_connect(&self.1) == ErrorKind::PortsExhausted {
-            f.write_str(
-                " (the load generator ran out of local ports or descriptors: \
-                 spread connections with --source 127.0.0.2-127.0.0.254 or lower the load)",
-            )?;
+        match classify_connect(&self.1) {
+            ErrorKind::PortsExhausted => f.write_str(
+                " (the load generator ran out of local ports: spread connections \
+                 with --source 127.0.0.2-127.0.0.254 or lower the load)",
+            )?,
+            ErrorKind::LocalLimit => f.write_str(
+                " (the generator's own descriptor or memory limit, not the server's: \
+                 raise ulimit -Hn, lower --connections/--max-inflight, or free memory)",
+            )?,
+            _ => {}
         }
         Ok(())
     }
 }
 
-/// Classifies a failure to open a connection.
+/// Errors that are the generator's own descriptor or memory limits.
+fn is_local_limit(code: i32) -> bool {
+    matches!(
+        code,
+        libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS
+    )
+}
+
+/// Errors by which the peer ended the connection.
+fn is_reset(code: i32) -> bool {
+    matches!(code, libc::ECONNRESET | libc::EPIPE | libc::ECONNABORTED)
+}
+
+/// Classifies a failure to open a connection (or to send on one that was
+/// still being opened).
 pub fn classify_connect(e: &io::Error) -> ErrorKind {
     match e.raw_os_error() {
-        Some(
-            libc::EADDRNOTAVAIL
-            | libc::EADDRINUSE
-            | libc::EMFILE
-            | libc::ENFILE
-            | libc::ENOBUFS
-            | libc::ENOMEM,
-        ) => ErrorKind::PortsExhausted,
-        Some(libc::ECONNRESET) => ErrorKind::Reset,
+        Some(libc::EADDRNOTAVAIL | libc::EADDRINUSE) => ErrorKind::PortsExhausted,
+        Some(c) if is_local_limit(c) => ErrorKind::LocalLimit,
+        Some(c) if is_reset(c) => ErrorKind::Reset,
         _ => ErrorKind::Connect,
     }
 }
 
-/// Classifies a failure on an open connection.
+/// Classifies a failure on an open connection. Only the peer's reset is a
+/// `reset`; what is neither a reset, a refusal nor a local limit is `io`.
 pub fn classify_io(e: &io::Error) -> ErrorKind {
     match e.raw_os_error() {
+        Some(c) if is_reset(c) => ErrorKind::Reset,
         Some(libc::ETIMEDOUT) => ErrorKind::Timeout,
         Some(libc::ECONNREFUSED | libc::ENETUNREACH | libc::EHOSTUNREACH) => ErrorKind::Connect,
-        _ => ErrorKind::Reset,
+        Some(c) if is_local_limit(c) => ErrorKind::LocalLimit,
+        _ => ErrorKind::Io,
     }
 }
 
@@ -979,13 +995,24 @@ mod tests {
             ErrorKind::PortsExhausted
         );
         assert_eq!(
-            classify_connect(&e(libc::EMFILE)),
+            classify_connect(&e(libc::EADDRINUSE)),
             ErrorKind::PortsExhausted
         );
+        // Descriptor and memory limits are the generator's own, not ports.
+        for code in [libc::EMFILE, libc::ENFILE, libc::ENOMEM, libc::ENOBUFS] {
+            assert_eq!(classify_connect(&e(code)), ErrorKind::LocalLimit, "{code}");
+            assert_eq!(classify_io(&e(code)), ErrorKind::LocalLimit, "{code}");
+        }
         assert_eq!(classify_connect(&e(libc::ECONNRESET)), ErrorKind::Reset);
+        assert_eq!(classify_connect(&e(libc::EPIPE)), ErrorKind::Reset);
         assert_eq!(classify_io(&e(libc::ECONNRESET)), ErrorKind::Reset);
         assert_eq!(classify_io(&e(libc::EPIPE)), ErrorKind::Reset);
+        assert_eq!(classify_io(&e(libc::ECONNABORTED)), ErrorKind::Reset);
         assert_eq!(classify_io(&e(libc::ETIMEDOUT)), ErrorKind::Timeout);
+        // Anything else is not blamed on the server as a reset.
+        for code in [libc::EIO, libc::EBADF, libc::EINVAL, libc::EFAULT] {
+            assert_eq!(classify_io(&e(code)), ErrorKind::Io, "{code}");
+        }
         // The message names the generator as the culprit.
         let msg = ConnectError(
             "127.0.0.1:843".parse().expect("addr"),
@@ -993,6 +1020,9 @@ mod tests {
         )
         .to_string();
         assert!(msg.contains("load generator ran out"), "{msg}");
+        let msg = ConnectError("127.0.0.1:843".parse().expect("addr"), e(libc::EMFILE)).to_string();
+        assert!(msg.contains("generator's own"), "{msg}");
+        assert!(!msg.contains("ports"), "{msg}");
     }
 
     #[test]

@@ -118,6 +118,8 @@ pub fn errors_total(v: &Value) -> u64 {
         "timeout",
         "bad_response",
         "ports_exhausted",
+        "local_limit",
+        "io",
     ]
     .iter()
     .map(|k| u(v, &["errors", k]))
