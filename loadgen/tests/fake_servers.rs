@@ -15,11 +15,9 @@ use socket2::SockRef;
 #[test]
 fn truncated_replies_are_all_bad_responses() {
     let dir = TempDir::new("truncated");
-    let fake = Fake::start(false, |mut s, _| {
-        if read_request(&mut s, Duration::from_secs(2)) == REQUEST {
-            let r = reply();
-            let _ = s.write_all(&r[..r.len() / 2]);
-        }
+    let fake = Fake::answering(false, Duration::from_secs(2), |s, _| {
+        let r = reply();
+        let _ = s.write_all(&r[..r.len() / 2]);
     });
     let expect = dir.expect_file();
     // Byte for byte against --expect ...
@@ -64,15 +62,13 @@ fn truncated_replies_are_all_bad_responses() {
 fn extra_or_missing_nul_is_a_bad_response() {
     let dir = TempDir::new("nul");
     // Alternate: no NUL, two NULs, and a good reply.
-    let fake = Fake::start(false, |mut s, n| {
-        if read_request(&mut s, Duration::from_secs(2)) == REQUEST {
-            let body = match n % 3 {
-                0 => POLICY.to_vec(),
-                1 => [POLICY, b"\0\0"].concat(),
-                _ => reply(),
-            };
-            let _ = s.write_all(&body);
-        }
+    let fake = Fake::answering(false, Duration::from_secs(2), |s, n| {
+        let body = match n % 3 {
+            0 => POLICY.to_vec(),
+            1 => [POLICY, b"\0\0"].concat(),
+            _ => reply(),
+        };
+        let _ = s.write_all(&body);
     });
     let run = run_loadgen(
         &dir,
@@ -219,13 +215,11 @@ fn flash_fallback_asks_the_second_port_after_the_wait() {
 /// Serves one connection at a time; every `nth` connection it stalls for
 /// `stall` before answering, so everything behind it waits too.
 fn stalling_server(nth: u64, stall: Duration) -> Fake {
-    Fake::start(true, move |mut s, n| {
-        if read_request(&mut s, Duration::from_secs(2)) == REQUEST {
-            if n % nth == nth - 1 {
-                std::thread::sleep(stall);
-            }
-            let _ = s.write_all(&reply());
+    Fake::answering(true, Duration::from_secs(2), move |s, n| {
+        if n % nth == nth - 1 {
+            std::thread::sleep(stall);
         }
+        let _ = s.write_all(&reply());
     })
 }
 
@@ -236,19 +230,15 @@ fn open_loop_shows_a_stall_that_closed_loop_hides() {
     // Open loop: 200/s for 400 connections, a 300 ms stall every 200th. The
     // ~60 connections scheduled during each stall wait for it too, so far
     // more than 1 % are late by a large part of it.
-    let fake = stalling_server(200, Duration::from_micros(stall_us));
-    let open = run_loadgen(
-        &dir,
+    let run = |name: &str, args: &[&str]| {
+        let fake = stalling_server(200, Duration::from_micros(stall_us));
+        let target = fake.target();
+        let args: Vec<&str> = args.iter().copied().chain([target.as_str()]).collect();
+        run_loadgen(&dir, name, &args)
+    };
+    let open = run(
         "open",
-        &[
-            "--rate",
-            "200",
-            "--count",
-            "400",
-            "--threads",
-            "1",
-            &fake.target(),
-        ],
+        &["--rate", "200", "--count", "400", "--threads", "1"],
     );
     assert_eq!(u(&open.json, &["ok"]), 400, "{}", open.stdout);
     let p99 = u(&open.json, &["latency_us", "total", "p99"]);
@@ -262,9 +252,7 @@ fn open_loop_shows_a_stall_that_closed_loop_hides() {
     // loop below on the wire, but the connections that had to wait for
     // their turn still count from their intended start (wrk2), so the
     // stall stays visible, and the report shows how late they started.
-    let fake = stalling_server(200, Duration::from_micros(stall_us));
-    let one = run_loadgen(
-        &dir,
+    let one = run(
         "open-one",
         &[
             "--rate",
@@ -275,7 +263,6 @@ fn open_loop_shows_a_stall_that_closed_loop_hides() {
             "1",
             "--max-inflight",
             "1",
-            &fake.target(),
         ],
     );
     assert_eq!(u(&one.json, &["ok"]), 400, "{}", one.stdout);
@@ -291,12 +278,7 @@ fn open_loop_shows_a_stall_that_closed_loop_hides() {
     // Closed loop, one client: only the stalled connections themselves
     // (0.5 %) record it, so p99 stays low though max shows the stall; the
     // report says so instead of claiming a tail latency.
-    let fake = stalling_server(200, Duration::from_micros(stall_us));
-    let closed = run_loadgen(
-        &dir,
-        "closed",
-        &["-c", "1", "--count", "400", &fake.target()],
-    );
+    let closed = run("closed", &["-c", "1", "--count", "400"]);
     assert_eq!(u(&closed.json, &["ok"]), 400, "{}", closed.stdout);
     let p99 = u(&closed.json, &["latency_us", "total", "p99"]);
     let max = u(&closed.json, &["latency_us", "total", "max"]);
@@ -369,10 +351,8 @@ fn ipv6_targets_work() {
         return;
     };
     let dir = TempDir::new("ipv6");
-    let fake = Fake::start_on(listener, false, |mut s, _| {
-        if read_request(&mut s, Duration::from_secs(2)) == REQUEST {
-            let _ = s.write_all(&reply());
-        }
+    let fake = Fake::answering_on(listener, false, Duration::from_secs(2), |s, _| {
+        let _ = s.write_all(&reply());
     });
     let target = fake.target();
     assert!(target.starts_with("[::1]:"), "{target}");
@@ -389,10 +369,8 @@ fn ipv6_targets_work() {
 fn hostile_clients_are_reported_apart_from_good_ones() {
     let dir = TempDir::new("hostile");
     // Answers a full request; closes anything else after 200 ms.
-    let fake = Fake::start(false, |mut s, _| {
-        if read_request(&mut s, Duration::from_millis(200)) == REQUEST {
-            let _ = s.write_all(&reply());
-        }
+    let fake = Fake::answering(false, Duration::from_millis(200), |s, _| {
+        let _ = s.write_all(&reply());
     });
     let run = run_loadgen(
         &dir,

@@ -239,12 +239,9 @@ impl Fake {
 
     /// Reads the request, waits `delay`, sends a good reply, closes.
     pub fn good(delay: Duration) -> Fake {
-        Fake::start(false, move |mut s, _| {
-            let req = read_request(&mut s, Duration::from_secs(2));
-            if req == REQUEST {
-                std::thread::sleep(delay);
-                let _ = s.write_all(&reply());
-            }
+        Fake::answering(false, Duration::from_secs(2), move |s, _| {
+            std::thread::sleep(delay);
+            let _ = s.write_all(&reply());
         })
     }
 }
