@@ -54,16 +54,29 @@ fn raise_nofile(want: u64) -> u64 {
     target
 }
 
-/// How many connections a test can afford: `want`, or fewer when the
+/// Fewest connections a many-connection test may run with: below this it
+/// would pass without testing what it is about.
+const MIN_AFFORDABLE: usize = 100;
+
+/// How many connections `test` can afford: `want`, or fewer when the
 /// descriptor limit is low (each connection costs one descriptor here and
-/// one in the server).
-fn affordable(want: usize) -> usize {
+/// one in the server). `None`, with the reason printed, when that is fewer
+/// than `min(want, MIN_AFFORDABLE)`: the caller skips.
+fn affordable(test: &str, want: usize) -> Option<usize> {
     let limit = raise_nofile(2 * want as u64 + 200) as usize;
     let n = want.min(limit.saturating_sub(200) / 2);
-    if n < want {
-        eprintln!("RLIMIT_NOFILE is {limit}: using {n} connections instead of {want}");
+    let least = want.min(MIN_AFFORDABLE);
+    if n < least {
+        eprintln!(
+            "{test}: skipped: RLIMIT_NOFILE is {limit}, enough for {n} connections; \
+             the test needs at least {least}"
+        );
+        return None;
     }
-    n
+    if n < want {
+        eprintln!("{test}: RLIMIT_NOFILE is {limit}: using {n} connections instead of {want}");
+    }
+    Some(n)
 }
 
 /// Descriptors open in process `pid`.
@@ -302,7 +315,10 @@ fn a_burst_larger_than_the_completion_queue_is_all_served() {
     let expected = default_reply();
     const THREADS: usize = 8;
     const EACH: usize = 64;
-    let per_thread = affordable(THREADS * EACH) / THREADS;
+    let Some(total) = affordable("burst", THREADS * EACH) else {
+        return;
+    };
+    let per_thread = total / THREADS;
     let handles: Vec<_> = (0..THREADS)
         .map(|t| {
             let expected = expected.clone();
@@ -324,7 +340,9 @@ fn thousands_of_idle_connections_time_out_together() {
     if !uring_here("idle") {
         return;
     }
-    let n = affordable(2000);
+    let Some(n) = affordable("idle", 2000) else {
+        return;
+    };
     let mut server = Server::start("uring", &["--threads", "1", "--timeout", "1500ms"]);
     let addr = server.addr();
     let pid = server.pid();
@@ -402,7 +420,9 @@ fn sigterm_with_thousands_of_operations_in_flight_finishes_them_and_exits_0() {
     if !uring_here("shutdown") {
         return;
     }
-    let n = affordable(2000);
+    let Some(n) = affordable("shutdown", 2000) else {
+        return;
+    };
     let mut server = Server::start("uring", &["--threads", "2", "--timeout", "60s"]);
     let addr = server.addr();
     let expected = default_reply();
@@ -442,7 +462,9 @@ fn sigterm_with_idle_connections_exits_0_after_they_time_out() {
     if !uring_here("shutdown timeout") {
         return;
     }
-    let n = affordable(2000);
+    let Some(n) = affordable("shutdown timeout", 2000) else {
+        return;
+    };
     let mut server = Server::start("uring", &["--threads", "1", "--timeout", "1s"]);
     let addr = server.addr();
     let _idle = open_many(addr, n, b"");
