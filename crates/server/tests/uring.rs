@@ -379,6 +379,65 @@ fn thousands_of_idle_connections_time_out_together() {
 }
 
 #[test]
+fn trickling_clients_time_out_too_and_free_their_descriptors() {
+    if !uring_here("trickle") {
+        return;
+    }
+    // Clients that send a byte every few milliseconds keep a recv
+    // completing and being re-armed, so their deadlines pass while the
+    // kernel is busy with the operation: the window in which an
+    // ASYNC_CANCEL fails (EALREADY/ENOENT) and used to leave a connection
+    // open for good. Every one must still be closed, and its descriptor
+    // freed, soon after the timeout.
+    let Some(n) = affordable("trickle", 300) else {
+        return;
+    };
+    let mut server = Server::start("uring", &["--threads", "1", "--timeout", "500ms"]);
+    let addr = server.addr();
+    let pid = server.pid();
+    let expected = default_reply();
+    assert_served(addr, &[REQUEST], &expected, "before");
+    let baseline = settled_fds(pid);
+
+    // The request without its terminator, a byte every 40 ms: about 0.9 s,
+    // so every deadline passes mid-request.
+    let junk = TAG.to_vec();
+    let streams = open_many(addr, n, b"");
+    let writers: Vec<TcpStream> = streams
+        .iter()
+        .map(|s| s.try_clone().expect("clone"))
+        .collect();
+    let trickle = std::thread::spawn(move || {
+        for byte in &junk {
+            for mut w in &writers {
+                // Fails once the server has closed it: expected.
+                let _ = w.write_all(std::slice::from_ref(byte));
+            }
+            std::thread::sleep(Duration::from_millis(40));
+        }
+    });
+    for (i, mut s) in streams.into_iter().enumerate() {
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        match read_to_close(&mut s, 1 << 20) {
+            Ok(got) => assert!(got.is_empty(), "trickle #{i} got {} bytes", got.len()),
+            // Bytes that arrive after the server's shutdown are unread at
+            // its close, so the close may be a reset.
+            Err((e, got)) => assert!(
+                got.is_empty() && e.kind() == ErrorKind::ConnectionReset,
+                "trickle #{i} was not closed: {e}"
+            ),
+        }
+    }
+    trickle.join().expect("trickle thread");
+    let left = wait_fds(pid, baseline, Duration::from_secs(5));
+    assert_eq!(left, baseline, "descriptors after {n} trickling clients");
+    let t = stop(&mut server, PROCESS_TIMEOUT, "trickle");
+    assert_eq!(t["timed out"] + t["failed"], n as u64, "{t:?}");
+    assert_eq!(t["served"], 1, "{t:?}");
+}
+
+#[test]
 fn clients_that_reset_mid_operation_are_cleaned_up() {
     if !uring_here("resets") {
         return;

@@ -47,7 +47,7 @@
 //! shutdown drain waits for. The reply buffer is `'static`, so nothing a
 //! late notification refers to can be freed.
 //!
-//! # Timeouts: a deadline queue and `ASYNC_CANCEL`, not linked timeouts
+//! # Timeouts: a deadline queue and `shutdown(2)`, not linked timeouts
 //!
 //! A `LINK_TIMEOUT` per recv would cost a second submission and a second
 //! completion per recv, and a kernel hrtimer armed and cancelled per recv,
@@ -55,11 +55,25 @@
 //! connection gets an entry in the shared [`DeadlineQueue`] (all share one
 //! timeout, so a FIFO is sorted), and the loop waits in `io_uring_enter`
 //! with `IORING_ENTER_EXT_ARG` and a timeout equal to the earliest deadline:
-//! no timer operation at all on the fast path. A connection whose deadline
-//! passes gets one `ASYNC_CANCEL` (skip-success) aimed at its pending recv
-//! (or zero-copy send); the recv then completes with `-ECANCELED` (or with
-//! data, if it won the race) and the connection is closed as timed out.
-//! Timeouts are the rare path; they pay, the fast path does not.
+//! no timer operation at all on the fast path.
+//!
+//! A connection whose deadline passes is marked timed out and its socket is
+//! shut down (`shutdown(fd, SHUT_RDWR)`, a plain syscall; the descriptor
+//! stays open and ours). That wakes the pending recv, which completes at
+//! once with 0 (or with data or an error, if it was completing anyway), and
+//! a zero-copy send, which completes with `EPIPE` or short; the completion
+//! sees the mark and closes the connection as timed out. Unlike an
+//! `ASYNC_CANCEL`, which this engine used before, the shutdown cannot miss:
+//! a cancel fails with `EALREADY`/`ENOENT` when it meets the operation
+//! mid-retry (a wake-up that found no data re-arms the recv), and then
+//! nothing would ever end the connection, which would hold its slot and
+//! block the shutdown drain forever. A recv submitted after the shutdown
+//! sees `RCV_SHUTDOWN` and returns 0 at once. As a second line, the
+//! connection keeps a deadline until it is gone; if it is still open a
+//! `--timeout` later, or the shutdown call fails, an `ASYNC_CANCEL` is added
+//! (its failure only logged). The client sees a FIN, as with the epoll
+//! engine's close. Timeouts are the rare path; they pay, the fast path does
+//! not.
 //!
 //! # Limits
 //!
@@ -545,6 +559,7 @@ struct Worker {
     stats: Stats,
     last_full_warning: Option<Instant>,
     last_fd_warning: Option<Instant>,
+    last_stuck_warning: Option<Instant>,
 }
 
 /// Runs one worker until shutdown.
@@ -608,6 +623,7 @@ impl Worker {
             stats: Stats::default(),
             last_full_warning: None,
             last_fd_warning: None,
+            last_stuck_warning: None,
         })
     }
 
@@ -739,11 +755,16 @@ impl Worker {
         Ok(())
     }
 
+    /// Submits an `ASYNC_CANCEL` of `target` (skip-success). Its
+    /// completion, posted only when the cancel fails (the target already
+    /// finished, or is finishing), carries the target's slot and generation
+    /// for the log; nothing relies on it.
     fn cancel(&mut self, target: u64) -> io::Result<()> {
+        let (_, slot, generation) = untag(target);
         let entry = opcode::AsyncCancel::new(target)
             .build()
             .flags(squeue::Flags::SKIP_SUCCESS)
-            .user_data(tag(Kind::Cancel, 0, 0));
+            .user_data(tag(Kind::Cancel, slot, generation));
         // SAFETY: a cancel refers to no memory, only to a user_data value.
         unsafe { self.push(&[entry]) }
     }
@@ -965,7 +986,16 @@ impl Worker {
                 debug!("worker {}: close failed: {}", self.id, errno(res));
                 Ok(())
             }
-            Some(Kind::Cancel) => Ok(()),
+            Some(Kind::Cancel) => {
+                if !matches!(-res, libc::ENOENT | libc::EALREADY) {
+                    debug!(
+                        "worker {}: cancel for slot {slot} ({generation}): {}",
+                        self.id,
+                        errno(res)
+                    );
+                }
+                Ok(())
+            }
             Some(Kind::Wake) => self.on_wake(),
             Some(Kind::Backoff) => self.on_backoff(),
             Some(Kind::Drain) => {
@@ -1286,22 +1316,51 @@ impl Worker {
         Ok(())
     }
 
-    /// Cancels the pending operation of every connection whose deadline has
-    /// passed; its completion then closes it.
+    /// Ends every connection whose deadline has passed: `shutdown(2)` of its
+    /// socket makes its pending recv (or zero-copy send) complete at once,
+    /// and that completion closes it (see "Timeouts" in the module docs).
+    ///
+    /// The connection keeps a deadline until it is gone: should it still be
+    /// open one `--timeout` later (which would take a kernel that ignores
+    /// the shutdown), the shutdown is repeated, an `ASYNC_CANCEL` aimed at
+    /// the operation is added, and a warning is logged. The same cancel is
+    /// added at once if the shutdown itself fails.
     fn expire(&mut self, now: Instant) -> io::Result<()> {
         while let Some(d) = self.deadlines.pop_expired(now) {
             let Some(conn) = self.conns.get_mut(d.key) else {
                 continue;
             };
-            if conn.generation != d.generation || conn.timed_out || conn.deadline > now {
+            if conn.generation != d.generation || conn.deadline > now {
                 continue;
             }
-            conn.timed_out = true;
+            let again = std::mem::replace(&mut conn.timed_out, true);
+            conn.deadline = now + self.timeout;
+            self.deadlines.arm(now, d.key, d.generation);
+            // SAFETY: the connection is live, so `fd` is its open socket,
+            // owned by this worker and not yet closed (closing frees the
+            // slot). shutdown(2) neither closes the descriptor nor touches
+            // our memory.
+            let rc = unsafe { libc::shutdown(conn.fd, libc::SHUT_RDWR) };
+            let failed = (rc != 0).then(io::Error::last_os_error);
             let kind = match conn.phase {
                 Phase::Reading => Kind::Recv,
                 Phase::Sending => Kind::SendZc,
             };
-            self.cancel(tag(kind, d.key, d.generation))?;
+            if again && due(&mut self.last_stuck_warning, now) {
+                warn!(
+                    "worker {}: a timed-out connection is still open after another {:?}; \
+                     cancelling its {kind:?}",
+                    self.id, self.timeout
+                );
+            }
+            if let Some(e) = &failed {
+                // ENOTCONN: a reset got there first, and has already ended
+                // the operation; the cancel is only a second line.
+                debug!("worker {}: shutdown of a timed-out socket: {e}", self.id);
+            }
+            if again || failed.is_some() {
+                self.cancel(tag(kind, d.key, d.generation))?;
+            }
         }
         Ok(())
     }
