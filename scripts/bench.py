@@ -46,7 +46,9 @@ RESULTS = os.path.join(ROOT, "benches", "results")
 README = os.path.join(ROOT, "README.md")
 SOURCES = "127.0.0.2-127.0.0.254"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-ERROR_KINDS = ["connect", "reset", "timeout", "bad_response", "ports_exhausted"]
+ERROR_KINDS = [
+    "connect", "reset", "timeout", "bad_response", "ports_exhausted", "local_limit", "io",
+]
 # The server's --timeout: idle clients must stay open for the whole idle scenario.
 SERVER_TIMEOUT = "30s"
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
