@@ -503,7 +503,7 @@ def fmt(m, digits=1, ranged=True, unit=""):
 
 
 def errors_text(runs):
-    tot = {k: sum(r["errors"][k] for r in runs) for k in ERROR_KINDS}
+    tot = {k: sum(r["errors"].get(k, 0) for r in runs) for k in ERROR_KINDS}
     parts = [f"{k} {v:,}" for k, v in tot.items() if v]
     return ", ".join(parts) if parts else "0"
 
