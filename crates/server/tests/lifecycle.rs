@@ -167,6 +167,9 @@ fn bad_numbers_and_durations_are_usage_errors() {
     for (args, needle) in [
         (&["--timeout", "5"][..], "unit"),
         (&["--timeout", "0s"][..], "--timeout"),
+        // Past the clock's range once added to now: refused, naming the limit.
+        (&["--timeout", "500000000000y"][..], "the most is 1h"),
+        (&["--timeout", "61m"][..], "the most is 1h"),
         (&["--threads", "0"][..], "--threads"),
         (&["--max-connections", "0"][..], "--max-connections"),
         (&["--listen", "127.0.0.1"][..], "--listen"),
@@ -256,12 +259,24 @@ fn ipv6_literal_listen_address() {
             &default_reply(),
             &format!("[{backend}] {addr}"),
         );
-        // Not dual-stack: a specific IPv6 address does not take IPv4.
+        // Only the address asked for: nothing of ours answers on IPv4 at
+        // that port. Refused is the norm; should an unrelated program hold
+        // the same port on 127.0.0.1, it must at least not serve our policy.
         let v4 = SocketAddr::from(([127, 0, 0, 1], addr.port()));
-        if let Ok(stream) = TcpStream::connect_timeout(&v4, Duration::from_secs(1)) {
-            drop(stream);
-            // Something else may hold that port on IPv4; only a reply
-            // would be wrong, and it is not ours to check further.
+        match TcpStream::connect_timeout(&v4, Duration::from_secs(1)) {
+            Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionRefused, "[{backend}] {v4}"),
+            Ok(mut stream) => {
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(1)))
+                    .expect("timeout");
+                let _ = stream.write_all(REQUEST);
+                let got = read_to_close(&mut stream, 1 << 20);
+                assert_ne!(
+                    got.ok(),
+                    Some(default_reply()),
+                    "[{backend}] served on {v4} too"
+                );
+            }
         }
     }
 }
@@ -319,10 +334,10 @@ fn sigterm_finishes_in_flight_clients_then_exits_0_with_totals() {
             Some(0),
             "[{backend}] log:\n{log}"
         );
-        assert!(
-            log.contains("served 2") && log.contains("timed out 1"),
-            "[{backend}] totals; log:\n{log}"
-        );
+        let totals =
+            stopped_totals(&log).unwrap_or_else(|| panic!("[{backend}] no totals; log:\n{log}"));
+        assert_eq!(totals.get("served"), Some(&2), "[{backend}] log:\n{log}");
+        assert_eq!(totals.get("timed out"), Some(&1), "[{backend}] log:\n{log}");
         drop(idle);
     }
 }
@@ -345,6 +360,170 @@ fn sigint_with_nothing_in_flight_exits_at_once() {
             "[{backend}] took {:?} to stop with no clients",
             started.elapsed()
         );
-        assert!(server.log_text().contains("stopped: served 0"));
+        let log = server.log_text();
+        let totals =
+            stopped_totals(&log).unwrap_or_else(|| panic!("[{backend}] no totals; log:\n{log}"));
+        assert_eq!(totals.get("served"), Some(&0), "[{backend}] log:\n{log}");
     }
+}
+
+/// The numbers of the "stopped: served N, rejected N, ... (accepted N)" line,
+/// by name.
+fn stopped_totals(log: &str) -> Option<std::collections::HashMap<String, u64>> {
+    let line = log.lines().find(|l| l.contains("stopped: served"))?;
+    let rest = &line[line.find("stopped: ")? + "stopped: ".len()..];
+    let mut totals = std::collections::HashMap::new();
+    for part in rest.split([',', '(', ')']) {
+        let part = part.trim();
+        if part.is_empty() {
+            continue;
+        }
+        let (name, number) = part.rsplit_once(' ')?;
+        totals.insert(name.to_string(), number.parse().ok()?);
+    }
+    Some(totals)
+}
+
+#[test]
+fn totals_are_parsed_as_numbers() {
+    let totals = stopped_totals(
+        "x INFO stopped: served 20, rejected 0, timed out 1, failed 0, shed 0 (accepted 21)",
+    )
+    .expect("parsed");
+    assert_eq!(totals.get("served"), Some(&20));
+    assert_eq!(totals.get("timed out"), Some(&1));
+    assert_eq!(totals.get("accepted"), Some(&21));
+    assert_eq!(totals.len(), 6);
+}
+
+#[test]
+fn a_second_signal_during_the_drain_exits_at_once() {
+    for backend in backends() {
+        let mut server = Server::start(backend, &["--timeout", "1h"]);
+        // An idle client keeps the drain going for the whole --timeout.
+        let _idle = connect(server.addr());
+        assert!(
+            server.wait_for_log("listening on", Duration::from_secs(1)),
+            "[{backend}] not up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        server.signal(libc::SIGTERM);
+        assert!(
+            server.wait_for_log("no longer accepting", Duration::from_secs(2)),
+            "[{backend}] no shutdown log; log:\n{}",
+            server.log_text()
+        );
+        assert!(
+            server.is_running(),
+            "[{backend}] did not wait for the idle client"
+        );
+        server.signal(libc::SIGINT);
+        let status = server.wait_exit(PROCESS_TIMEOUT);
+        let log = server.log_text();
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(128 + libc::SIGINT),
+            "[{backend}] log:\n{log}"
+        );
+        assert!(log.contains("again"), "[{backend}] log:\n{log}");
+    }
+}
+
+#[test]
+fn a_panicking_worker_stops_the_server_with_status_1() {
+    // Debug builds only (tests run them): the hook panics worker 1 at start.
+    let mut server = Server::builder("epoll")
+        .args(&["--threads", "2", "--timeout", "1h"])
+        .env("FLASHPOLICYD_TEST_PANIC_WORKER", "1")
+        .start();
+    let status = server.wait_exit(PROCESS_TIMEOUT);
+    let log = server.log_text();
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "log:\n{log}");
+    assert!(log.contains("worker 1 failed"), "log:\n{log}");
+}
+
+#[test]
+fn an_oversize_policy_file_is_refused_without_reading_it_all() {
+    let max = flashpolicy_proto::policy::MAX_POLICY_LEN;
+    let mut big = VALID_POLICY.to_vec();
+    let pad = max + 1 - big.len();
+    // Padding as an XML comment after the root, so only the size is wrong.
+    big.extend_from_slice(b"<!--");
+    big.extend(std::iter::repeat(b'x').take(pad));
+    big.extend_from_slice(b"-->");
+    let file = TempFile::new("big.xml", &big);
+    for path in [file.path(), "/dev/zero"] {
+        let started = Instant::now();
+        let (status, stderr) = run_to_exit(
+            &["--listen", "127.0.0.1:0", "--policy", path],
+            PROCESS_TIMEOUT,
+        );
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(2),
+            "{path}; stderr:\n{stderr}"
+        );
+        assert!(
+            stderr.contains(path)
+                && stderr.contains(&format!("the most a socket policy may have is {max}")),
+            "{path}; stderr:\n{stderr}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{path}: took {:?}",
+            started.elapsed()
+        );
+    }
+    // A regular file's message gives its real size.
+    let (_, stderr) = run_to_exit(
+        &["--listen", "127.0.0.1:0", "--policy", file.path()],
+        PROCESS_TIMEOUT,
+    );
+    assert!(
+        stderr.contains(&format!("the policy is {} bytes", big.len())),
+        "stderr:\n{stderr}"
+    );
+}
+
+/// `n` distinct `--allow` rules, each rendering to about 80 bytes.
+fn many_allow_args(n: usize) -> Vec<String> {
+    (0..n)
+        .flat_map(|i| {
+            [
+                "--allow".to_string(),
+                format!("host-{i:04}.some-long-subdomain.example.com:843"),
+            ]
+        })
+        .collect()
+}
+
+#[test]
+fn generated_policies_are_validated_too() {
+    // Past 1,400 bytes: served, with the size warning.
+    let args = many_allow_args(30);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Server::start("epoll", &args);
+    assert!(
+        server.wait_for_log("may not fit in one segment", Duration::from_secs(2)),
+        "no size warning; log:\n{}",
+        server.log_text()
+    );
+    assert!(
+        server.log_text().contains("<generated>"),
+        "{}",
+        server.log_text()
+    );
+    drop(server);
+
+    // Past 10 KB: refused.
+    let args = many_allow_args(200);
+    let mut all = vec!["--listen", "127.0.0.1:0"];
+    all.extend(args.iter().map(String::as_str));
+    let (status, stderr) = run_to_exit(&all, PROCESS_TIMEOUT);
+    assert_eq!(status.and_then(|s| s.code()), Some(2), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains("<generated>") && stderr.contains("the most a socket policy may have"),
+        "stderr:\n{stderr}"
+    );
+    assert!(!stderr.contains("listening on"), "{stderr}");
 }
