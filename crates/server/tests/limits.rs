@@ -106,10 +106,20 @@ fn max_connections_makes_new_clients_wait_for_a_free_slot() {
         );
         let addr = server.addr();
         let expected = default_reply();
+        let before = open_fds(server.pid());
         let first = connect(addr);
         let second = connect(addr);
-        // Let the server take both into its two slots.
-        std::thread::sleep(Duration::from_millis(100));
+        // Wait until the server has taken both into its two slots: two more
+        // descriptors open in the process.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while open_fds(server.pid()) < before + 2 {
+            assert!(
+                Instant::now() < deadline,
+                "[{backend}] the server did not accept two clients: {} descriptors, {before} before",
+                open_fds(server.pid())
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
 
         let mut third = connect(addr);
         third.write_all(REQUEST).expect("write");
@@ -141,4 +151,11 @@ fn max_connections_makes_new_clients_wait_for_a_free_slot() {
         drop(second);
         assert_served(addr, &[REQUEST], &expected, &format!("[{backend}] after"));
     }
+}
+
+/// How many descriptors process `pid` has open.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("read /proc/PID/fd")
+        .count()
 }
