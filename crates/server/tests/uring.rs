@@ -708,3 +708,37 @@ fn accept_under_fd_exhaustion_sheds_serves_and_leaks_nothing() {
     assert!(t["served"] >= served as u64 + 2, "{t:?}");
     assert!(t["shed"] > 0, "nothing was shed: {t:?}");
 }
+
+#[test]
+fn out_of_descriptors_at_shutdown_queued_clients_are_shed_not_reset() {
+    // Both engines: the shutdown drain accepts what is still queued before
+    // closing the listeners (closing one resets its queue). Out of
+    // descriptors, each queued client must be shed (accepted and closed: a
+    // FIN) with the spare descriptor, never left to the listener's reset.
+    for backend in backends() {
+        let mut server = Server::builder(backend)
+            .args(&["--threads", "1", "--timeout", "1s"])
+            .nofile(48)
+            .start();
+        let addr = server.addr();
+        assert_served(addr, &[REQUEST], &default_reply(), backend);
+        // Silent clients, far more than the server has descriptors for: it
+        // runs out and sheds about one per back-off, so most are still
+        // queued when the signal comes.
+        let streams = open_many(addr, 200, b"");
+        assert!(
+            server.wait_for_log("shedding", Duration::from_secs(5)),
+            "[{backend}] never ran out of descriptors:\n{}",
+            server.log_text()
+        );
+        let t = stop(&mut server, PROCESS_TIMEOUT, backend);
+        assert_eq!(t["accepted"], 201, "[{backend}] everyone accepted: {t:?}");
+        assert!(t["shed"] > 0, "[{backend}] nothing shed: {t:?}");
+        for (i, mut s) in streams.into_iter().enumerate() {
+            match read_to_close(&mut s, 64) {
+                Ok(got) => assert!(got.is_empty(), "[{backend}] #{i} got a reply"),
+                Err((e, _)) => panic!("[{backend}] #{i}: {e} (reset at shutdown?)"),
+            }
+        }
+    }
+}

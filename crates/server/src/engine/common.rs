@@ -91,6 +91,21 @@ pub fn open_spare() -> Option<File> {
     File::open("/dev/null").ok()
 }
 
+/// Sheds one queued connection when the process is out of descriptors:
+/// closes the spare so that `accept_and_close` (an `accept` whose
+/// connection is dropped at once) has a descriptor to use, then reopens the
+/// spare. Returns whether a connection was shed: false without a spare (it
+/// could not be reopened last time) or when the accept failed.
+pub fn shed_one(spare: &mut Option<File>, accept_and_close: impl FnOnce() -> bool) -> bool {
+    let Some(file) = spare.take() else {
+        return false;
+    };
+    drop(file);
+    let shed = accept_and_close();
+    *spare = open_spare();
+    shed
+}
+
 /// Rate limit for warnings: true (and records `now`) at most once per
 /// [`WARN_INTERVAL`].
 pub fn due(last: &mut Option<Instant>, now: Instant) -> bool {

@@ -45,7 +45,8 @@ use slab::Slab;
 use tracing::{debug, warn};
 
 use super::common::{
-    accept_error, connection_cap, due, is_live, open_spare, AcceptError, Generation, ACCEPT_BACKOFF,
+    self, accept_error, connection_cap, due, is_live, open_spare, AcceptError, Generation,
+    ACCEPT_BACKOFF,
 };
 use super::{Stats, WorkerCtx};
 use crate::timer::DeadlineQueue;
@@ -348,19 +349,14 @@ impl Worker {
     /// it at once, then takes the spare back. Returns whether a connection
     /// was shed.
     fn shed_one(&mut self, i: usize) -> bool {
-        let Some(spare) = self.spare.take() else {
-            return false;
-        };
-        drop(spare);
-        let shed = match self.listeners.get(i).and_then(Option::as_ref) {
-            Some(listener) => listener.accept().is_ok(),
-            None => false,
-        };
+        let listener = self.listeners.get(i).and_then(Option::as_ref);
+        let shed = common::shed_one(&mut self.spare, || {
+            listener.is_some_and(|l| l.accept().is_ok())
+        });
         if shed {
             self.stats.accepted += 1;
             self.stats.shed += 1;
         }
-        self.spare = open_spare();
         shed
     }
 

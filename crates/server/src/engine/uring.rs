@@ -113,6 +113,9 @@
 //! epoll engine) accepts what is still queued in its listeners before
 //! closing them (closing an SO_REUSEPORT listener resets what is queued in
 //! it), and keeps serving open connections until they finish or time out.
+//! Out of descriptors during that last accept, queued clients are shed one
+//! by one with the spare descriptor (a FIN, not a reset), as in the epoll
+//! engine; only without a spare does the listener's close reset the rest.
 //! Finally a `NOP` with `IOSQE_IO_DRAIN` is submitted: its completion means
 //! every earlier submission, including the skip-success closes and cancels
 //! whose completions we never see, has finished. Only then are the ring and
@@ -192,8 +195,8 @@ use slab::Slab;
 use tracing::{debug, warn};
 
 use super::common::{
-    classify_accept_error, connection_cap, due, is_live, open_spare, AcceptError, Generation,
-    ACCEPT_BACKOFF,
+    self, accept_error, classify_accept_error, connection_cap, due, is_live, open_spare,
+    AcceptError, Generation, ACCEPT_BACKOFF,
 };
 #[cfg(doc)]
 use super::common::{MAX_CONNECTIONS_PER_WORKER, WARN_INTERVAL};
@@ -1049,7 +1052,7 @@ impl Worker {
                             io::Error::from_raw_os_error(errno)
                         );
                     }
-                    self.shed_one(li);
+                    self.shed_one_from(li);
                     self.accept[li] = AcceptState::BackingOff;
                     return self.arm_backoff();
                 }
@@ -1082,21 +1085,25 @@ impl Worker {
     }
 
     /// Frees the spare descriptor to accept one queued connection on
-    /// listener `li` synchronously and close it at once, then takes the
-    /// spare back.
-    fn shed_one(&mut self, li: usize) {
-        let Some(spare) = self.spare.take() else {
-            return;
-        };
-        drop(spare);
-        if let Some(listener) = self.listeners.get(li).and_then(Option::as_ref) {
-            if let Ok((stream, _)) = listener.accept() {
-                drop(stream);
-                self.stats.accepted += 1;
-                self.stats.shed += 1;
-            }
+    /// `listener` synchronously and close it at once, then takes the spare
+    /// back. Returns whether a connection was shed.
+    fn shed_one(&mut self, listener: &TcpListener) -> bool {
+        let shed = common::shed_one(&mut self.spare, || listener.accept().is_ok());
+        if shed {
+            self.stats.accepted += 1;
+            self.stats.shed += 1;
         }
-        self.spare = open_spare();
+        shed
+    }
+
+    /// [`Worker::shed_one`] on listener `li`, while it is open.
+    fn shed_one_from(&mut self, li: usize) -> bool {
+        let Some(listener) = self.listeners.get_mut(li).and_then(Option::take) else {
+            return false;
+        };
+        let shed = self.shed_one(&listener);
+        self.listeners[li] = Some(listener);
+        shed
     }
 
     fn on_backoff(&mut self) -> io::Result<()> {
@@ -1300,11 +1307,37 @@ impl Worker {
                 continue;
             };
             loop {
-                match listener.accept() {
-                    Ok((stream, _)) => self.on_accepted(stream.into_raw_fd())?,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}
-                    Err(_) => break,
+                let e = match listener.accept() {
+                    Ok((stream, _)) => {
+                        self.on_accepted(stream.into_raw_fd())?;
+                        continue;
+                    }
+                    Err(e) => e,
+                };
+                match accept_error(&e) {
+                    AcceptError::Empty => break,
+                    AcceptError::Retry => {}
+                    // As in the epoll engine: shed with the spare descriptor
+                    // and carry on, since dropping the listener would reset
+                    // everyone still queued in it.
+                    AcceptError::OutOfResources => {
+                        if due(&mut self.last_fd_warning, Instant::now()) {
+                            warn!(
+                                "worker {}: accept: {e}; shedding connections until \
+                                 descriptors free up (raise `ulimit -n`?)",
+                                self.id
+                            );
+                        }
+                        if !self.shed_one(&listener) {
+                            break;
+                        }
+                    }
+                    AcceptError::Other => {
+                        if due(&mut self.last_fd_warning, Instant::now()) {
+                            warn!("worker {}: accept: {e}", self.id);
+                        }
+                        break;
+                    }
                 }
             }
         }
