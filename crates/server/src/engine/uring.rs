@@ -120,8 +120,11 @@
 //! every earlier submission, including the skip-success closes and cancels
 //! whose completions we never see, has finished. Only then are the ring and
 //! the buffer arena dropped. If a worker fails, it cancels everything in
-//! flight and waits for the drain; if even that cannot be confirmed, the
-//! buffer arena is leaked rather than freed under the kernel's feet.
+//! flight and waits for the drain, then closes the descriptors of the
+//! connections still open; if even the drain cannot be confirmed, the
+//! buffer arena and those descriptors are leaked rather than freed or
+//! closed under the kernel's feet (a closed number can be reused by a new
+//! file while an operation still names it).
 //!
 //! # Ring set-up
 //!
@@ -1429,44 +1432,62 @@ impl Worker {
         Ok(())
     }
 
-    /// Makes sure nothing the kernel might still write to is freed: after a
-    /// clean run the drain barrier has completed; after an error, cancel
-    /// everything, submit the barrier and wait for it (bounded). If that
-    /// cannot be confirmed, the buffer arena is leaked instead of freed.
+    /// Makes sure nothing the kernel might still use is freed or closed:
+    /// after a clean run the drain barrier has completed; after an error,
+    /// cancel everything, submit the barrier and wait for it (bounded).
+    ///
+    /// Once the barrier is confirmed, no operation refers to any descriptor
+    /// or buffer any more: the descriptors of connections still open are
+    /// closed, and so are descriptors still arriving in accept completions
+    /// and those whose linked send failed (its close never ran). If the
+    /// barrier cannot be confirmed, the buffer arena and the connections'
+    /// descriptors are leaked instead: closing a descriptor that an
+    /// operation still uses could let a new file take its number under the
+    /// operation, which is worse than a leak in a worker that has failed.
+    /// Parked descriptors are closed either way: no operation uses them.
     fn teardown(&mut self) {
-        if self.drain == Drain::Done {
-            return;
-        }
-        let cancel_all = opcode::AsyncCancel2::new(types::CancelBuilder::any())
-            .build()
-            .user_data(tag(Kind::Cancel, 0, 0));
-        // SAFETY: a cancel refers to no memory.
-        let mut ok = unsafe { self.push(&[cancel_all]) }.is_ok();
-        if ok && self.drain == Drain::NotStarted {
-            ok = self.submit_drain().is_ok();
-        }
-        let give_up = Instant::now() + Duration::from_secs(2);
-        while ok && self.drain != Drain::Done && Instant::now() < give_up {
-            let ts = types::Timespec::from(Duration::from_millis(50));
-            let args = types::SubmitArgs::new().timespec(&ts);
-            if let Err(e) = self.ring.submitter().submit_with_args(1, &args) {
-                if !matches!(
-                    e.raw_os_error(),
-                    Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)
-                ) {
-                    ok = false;
-                }
-            }
-            for cqe in self.ring.completion() {
-                if untag(cqe.user_data()).0 == Some(Kind::Drain) {
-                    self.drain = Drain::Done;
-                }
-            }
-        }
         if self.drain != Drain::Done {
+            let cancel_all = opcode::AsyncCancel2::new(types::CancelBuilder::any())
+                .build()
+                .user_data(tag(Kind::Cancel, 0, 0));
+            // SAFETY: a cancel refers to no memory.
+            let mut ok = unsafe { self.push(&[cancel_all]) }.is_ok();
+            if ok && self.drain == Drain::NotStarted {
+                ok = self.submit_drain().is_ok();
+            }
+            let give_up = Instant::now() + Duration::from_secs(2);
+            loop {
+                while let Some(cqe) = self.cqes.pop_front() {
+                    self.complete_in_teardown(&cqe);
+                }
+                if !ok || self.drain == Drain::Done || Instant::now() >= give_up {
+                    break;
+                }
+                let ts = types::Timespec::from(Duration::from_millis(50));
+                let args = types::SubmitArgs::new().timespec(&ts);
+                if let Err(e) = self.ring.submitter().submit_with_args(1, &args) {
+                    if !matches!(
+                        e.raw_os_error(),
+                        Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)
+                    ) {
+                        ok = false;
+                    }
+                }
+                self.reap();
+            }
+        }
+        if self.drain == Drain::Done {
+            for conn in self.conns.drain() {
+                // SAFETY: the drain barrier has completed, so no operation
+                // refers to this descriptor; it is ours and closed once.
+                unsafe { libc::close(conn.fd) };
+            }
+        } else {
             warn!(
-                "worker {}: could not confirm that the ring is idle; leaking its buffers",
-                self.id
+                "worker {}: could not confirm that the ring is idle; leaking its buffers \
+                 and the descriptors of {} open connections",
+                self.id,
+                self.conns.len()
             );
             let arena = std::mem::replace(&mut self.bufs, RecvArena::new(1));
             arena.leak();
@@ -1477,6 +1498,27 @@ impl Worker {
             // SAFETY: parked descriptors were accepted by us and no
             // operation refers to them.
             unsafe { libc::close(fd) };
+        }
+    }
+
+    /// A completion reaped while tearing down: only what owns a descriptor
+    /// or ends the wait matters.
+    fn complete_in_teardown(&mut self, cqe: &cqueue::Entry) {
+        let (kind, slot, generation) = untag(cqe.user_data());
+        let res = cqe.result();
+        match kind {
+            Some(Kind::Drain) => self.drain = Drain::Done,
+            Some(Kind::Accept) if res >= 0 => {
+                self.stats.accepted += 1;
+                self.stats.failed += 1;
+                // SAFETY: a descriptor just accepted for us, which nothing
+                // else knows of; closed once, here.
+                unsafe { libc::close(res) };
+            }
+            Some(Kind::Send) => {
+                let _ = self.on_send_failed(slot, generation, res);
+            }
+            _ => {}
         }
     }
 }
@@ -1507,6 +1549,63 @@ mod tests {
         let g = GEN_MASK.wrapping_add(1) & GEN_MASK;
         assert_eq!(g, 0);
         assert_eq!(untag(tag(Kind::Recv, 1, GEN_MASK + 5)).2, 4);
+    }
+
+    /// A worker that fails tears down with connections open: once the
+    /// drain is confirmed, their descriptors are closed (the peer sees
+    /// end-of-stream), not leaked.
+    #[test]
+    fn teardown_after_a_failure_closes_open_connections() {
+        use std::io::Read;
+        use std::os::unix::net::UnixStream;
+
+        if let Err(why) = probe(false) {
+            eprintln!("skipped: io_uring is unavailable here: {why}");
+            return;
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let ctx = WorkerCtx {
+            id: 0,
+            listeners: vec![listener],
+            reply: b"reply\0",
+            timeout: Duration::from_secs(60),
+            max_connections: 8,
+            wakeup: Wakeup::new().expect("eventfd"),
+            shutdown: ShutdownFlag::default(),
+            send_zc: false,
+        };
+        let (ring, flags) = build_ring(8).expect("ring");
+        check_ring(&ring, flags).expect("ring features");
+        let mut worker = Worker::new(ctx, ring, false).expect("worker");
+        worker.arm_wake().expect("poll");
+        worker.arm_accept(0).expect("accept");
+        let mut peers = Vec::new();
+        for _ in 0..3 {
+            let (ours, theirs) = UnixStream::pair().expect("socketpair");
+            // A recv in flight on each, as for a client that sent nothing.
+            worker.start_conn(ours.into_raw_fd()).expect("recv");
+            peers.push(theirs);
+        }
+        worker.submit_now().expect("submit");
+        assert_eq!(worker.conns.len(), 3);
+
+        // As after an error in `run`: the drain was never started.
+        worker.teardown();
+        assert_eq!(worker.drain, Drain::Done, "the drain was not confirmed");
+        assert!(worker.conns.is_empty());
+        for (i, mut peer) in peers.into_iter().enumerate() {
+            peer.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            let mut buf = [0u8; 8];
+            loop {
+                match peer.read(&mut buf) {
+                    Ok(0) => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    other => panic!("connection {i} still open after teardown: {other:?}"),
+                }
+            }
+        }
     }
 
     #[test]
