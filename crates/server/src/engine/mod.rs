@@ -2,9 +2,9 @@
 //! reply and close. Each engine is one module that only moves bytes; what the
 //! bytes mean comes from `flashpolicy_proto`.
 
+use std::fmt;
 use std::io;
 use std::net::TcpListener;
-use std::fmt;
 use std::ops::AddAssign;
 use std::time::Duration;
 
