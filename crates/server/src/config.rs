@@ -110,6 +110,8 @@ pub struct Config {
     pub reply: Reply,
     /// One line describing the policy, for the start-up log.
     pub policy_summary: String,
+    /// Where the policy came from: SIGHUP loads it again from there.
+    pub policy_source: PolicySource,
     /// Warnings to log at start-up (already formatted with their source).
     pub warnings: Vec<String>,
     /// The engine.
@@ -233,99 +235,153 @@ fn low_port_warning(listen: &Listen, policy: &Policy) -> Option<String> {
     ))
 }
 
+/// Where the policy comes from, kept so that SIGHUP can load it again with
+/// exactly the checks start-up used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicySource {
+    /// `--policy FILE`: read (bounded) and validated on every load.
+    File(PathBuf),
+    /// `--allow` specs, rendered on every load; none means the default
+    /// policy, which allows every domain to connect to every port.
+    Allow(Vec<String>),
+}
+
+/// A policy loaded and validated, ready to serve.
+#[derive(Debug)]
+pub struct LoadedPolicy {
+    /// The reply every client gets.
+    pub reply: Reply,
+    /// One line describing the policy, for the log.
+    pub summary: String,
+    /// Warnings to log (already formatted with their source).
+    pub warnings: Vec<String>,
+}
+
+impl PolicySource {
+    /// Reads (or renders), validates and builds the reply, with the warnings
+    /// that apply when it is served on `listen`. Reading a file takes at
+    /// most [`policy::MAX_POLICY_LEN`] + 1 bytes.
+    pub fn load(&self, listen: &Listen) -> Result<LoadedPolicy, ConfigError> {
+        let mut warnings = Vec::new();
+        let (policy, reply, summary) = match self {
+            PolicySource::File(path) => {
+                let document = read_policy(path).map_err(|error| ConfigError::Read {
+                    path: path.clone(),
+                    error,
+                })?;
+                let validated = policy::validate(&document).map_err(|mut error| {
+                    // Only MAX_POLICY_LEN + 1 bytes were read: name the file's
+                    // real size where it has one (not for /dev/zero or a pipe).
+                    if let Rule::TooLarge { len } = &mut error.rule {
+                        if let Ok(meta) = std::fs::metadata(path) {
+                            *len = (*len).max(usize::try_from(meta.len()).unwrap_or(usize::MAX));
+                        }
+                    }
+                    ConfigError::Policy {
+                        path: path.clone(),
+                        error,
+                    }
+                })?;
+                for w in &validated.warnings {
+                    warnings.push(format!(
+                        "{}:{}:{}: {}",
+                        path.display(),
+                        w.line,
+                        w.column,
+                        w.rule
+                    ));
+                }
+                let reply = Reply::new(&document).map_err(|error| ConfigError::Reply {
+                    path: path.clone(),
+                    error,
+                })?;
+                let summary = format!(
+                    "{} ({} rules, {} bytes)",
+                    path.display(),
+                    validated.policy.allow.len(),
+                    document.len()
+                );
+                (validated.policy, reply, summary)
+            }
+            PolicySource::Allow(specs) => {
+                let policy = if specs.is_empty() {
+                    warnings.push(
+                        "no --policy or --allow given: serving the default policy, which lets \
+                         every domain connect to every port"
+                            .to_string(),
+                    );
+                    Policy::allow_all()
+                } else {
+                    let mut allow = Vec::with_capacity(specs.len());
+                    for spec in specs {
+                        allow.push(policy::parse_allow_spec(spec).map_err(|error| {
+                            ConfigError::Allow {
+                                spec: spec.clone(),
+                                error,
+                            }
+                        })?);
+                    }
+                    Policy {
+                        site_control: None,
+                        allow,
+                    }
+                };
+                let document = policy.render();
+                // The same checks as a file gets: the size refusal and warnings.
+                let generated = PathBuf::from("<generated>");
+                let validated =
+                    policy::validate(document.as_bytes()).map_err(|error| ConfigError::Policy {
+                        path: generated.clone(),
+                        error,
+                    })?;
+                for w in &validated.warnings {
+                    warnings.push(format!(
+                        "{}:{}:{}: {}",
+                        generated.display(),
+                        w.line,
+                        w.column,
+                        w.rule
+                    ));
+                }
+                let summary = format!(
+                    "generated ({} rules, {} bytes)",
+                    policy.allow.len(),
+                    document.len()
+                );
+                let reply =
+                    Reply::new(document.as_bytes()).map_err(|error| ConfigError::Reply {
+                        path: generated,
+                        error,
+                    })?;
+                (policy, reply, summary)
+            }
+        };
+        warnings.extend(low_port_warning(listen, &policy));
+        Ok(LoadedPolicy {
+            reply,
+            summary,
+            warnings,
+        })
+    }
+}
+
 impl Config {
     /// Validates the arguments and builds the reply. Nothing is bound yet.
     pub fn from_args(args: Args) -> Result<Config, ConfigError> {
-        let mut warnings = Vec::new();
-        let (policy, reply, policy_summary) = if let Some(path) = &args.policy {
-            let document = read_policy(path).map_err(|error| ConfigError::Read {
-                path: path.clone(),
-                error,
-            })?;
-            let validated = policy::validate(&document).map_err(|mut error| {
-                // Only MAX_POLICY_LEN + 1 bytes were read: name the file's
-                // real size where it has one (not for /dev/zero or a pipe).
-                if let Rule::TooLarge { len } = &mut error.rule {
-                    if let Ok(meta) = std::fs::metadata(path) {
-                        *len = (*len).max(usize::try_from(meta.len()).unwrap_or(usize::MAX));
-                    }
-                }
-                ConfigError::Policy {
-                    path: path.clone(),
-                    error,
-                }
-            })?;
-            for w in &validated.warnings {
-                warnings.push(format!(
-                    "{}:{}:{}: {}",
-                    path.display(),
-                    w.line,
-                    w.column,
-                    w.rule
-                ));
-            }
-            let reply = Reply::new(&document).map_err(|error| ConfigError::Reply {
-                path: path.clone(),
-                error,
-            })?;
-            let summary = format!(
-                "{} ({} rules, {} bytes)",
-                path.display(),
-                validated.policy.allow.len(),
-                document.len()
-            );
-            (validated.policy, reply, summary)
+        let listen = if args.listen.is_empty() {
+            Listen::Default
         } else {
-            let policy = if args.allow.is_empty() {
-                warnings.push(
-                    "no --policy or --allow given: serving the default policy, which lets every \
-                     domain connect to every port"
-                        .to_string(),
-                );
-                Policy::allow_all()
-            } else {
-                let mut allow = Vec::with_capacity(args.allow.len());
-                for spec in &args.allow {
-                    allow.push(policy::parse_allow_spec(spec).map_err(|error| {
-                        ConfigError::Allow {
-                            spec: spec.clone(),
-                            error,
-                        }
-                    })?);
-                }
-                Policy {
-                    site_control: None,
-                    allow,
-                }
-            };
-            let document = policy.render();
-            // The same checks as a file gets: the size refusal and warnings.
-            let generated = PathBuf::from("<generated>");
-            let validated =
-                policy::validate(document.as_bytes()).map_err(|error| ConfigError::Policy {
-                    path: generated.clone(),
-                    error,
-                })?;
-            for w in &validated.warnings {
-                warnings.push(format!(
-                    "{}:{}:{}: {}",
-                    generated.display(),
-                    w.line,
-                    w.column,
-                    w.rule
-                ));
-            }
-            let summary = format!(
-                "generated ({} rules, {} bytes)",
-                policy.allow.len(),
-                document.len()
-            );
-            let reply = Reply::new(document.as_bytes()).map_err(|error| ConfigError::Reply {
-                path: generated,
-                error,
-            })?;
-            (policy, reply, summary)
+            Listen::Addrs(args.listen)
         };
+        let policy_source = match args.policy {
+            Some(path) => PolicySource::File(path),
+            None => PolicySource::Allow(args.allow),
+        };
+        let LoadedPolicy {
+            reply,
+            summary: policy_summary,
+            warnings,
+        } = policy_source.load(&listen)?;
 
         if args.max_connections == 0 {
             return Err(ConfigError::Invalid(
@@ -346,16 +402,11 @@ impl Config {
             Some(n) => n.get(),
             None => std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
         };
-        let listen = if args.listen.is_empty() {
-            Listen::Default
-        } else {
-            Listen::Addrs(args.listen)
-        };
-        warnings.extend(low_port_warning(&listen, &policy));
         Ok(Config {
             listen,
             reply,
             policy_summary,
+            policy_source,
             warnings,
             backend: args.backend,
             send_zc: args.send_zc,

@@ -4,17 +4,23 @@
 //! error (nothing was served), 1 when the server could not start or a worker
 //! failed (returned an error, or panicked), 128 + the signal number (130 for
 //! SIGINT, 143 for SIGTERM) when a second SIGINT/SIGTERM cut the drain short.
+//!
+//! SIGHUP reloads the policy (the `--policy` file is read and validated
+//! again, or the `--allow` policy rendered again; nothing else changes). A
+//! policy that fails is logged and the old one kept: a reload never stops
+//! the server.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
-use flashpolicy_server::config::{Args, Config};
+use flashpolicy_server::config::{Args, Config, Listen, PolicySource};
 use flashpolicy_server::engine::{self, Stats, WorkerCtx};
 use flashpolicy_server::listener::{self, ListenOptions};
-use flashpolicy_server::shutdown::{ShutdownFlag, Wakeup};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use flashpolicy_server::shutdown::{ReplyMailbox, ShutdownFlag, Wakeup};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tracing::{error, info, warn};
 
@@ -53,7 +59,7 @@ fn init_logging(filter: &str) {
 fn run(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
     // Before anything is bound or logged: a signal that arrives once
     // "listening on" is printed must reach the handler, not kill the process.
-    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     for w in &config.warnings {
         warn!("{w}");
     }
@@ -79,6 +85,9 @@ fn run(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
     // workers accept, a low RLIMIT_NOFILE can be used up at any moment, and
     // start-up must not fail half-way because of it.
     let shutdown = ShutdownFlag::default();
+    let mailboxes: Vec<ReplyMailbox> = (0..sockets.len())
+        .map(|_| ReplyMailbox::default())
+        .collect();
     let mut wakeups = Vec::with_capacity(sockets.len());
     let mut wakers = Vec::with_capacity(sockets.len());
     let mut signal_wakers = Vec::with_capacity(sockets.len());
@@ -88,27 +97,43 @@ fn run(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
         signal_wakers.push(wakeup.try_clone()?);
         wakeups.push(wakeup);
     }
+    // Never freed (see `Reloader`).
+    let reply: &'static [u8] = config.reply.clone().leak();
     let signal_handle = signals.handle();
     {
         let shutdown = shutdown.clone();
+        let mut reloader = Reloader {
+            source: config.policy_source.clone(),
+            listen: config.listen.clone(),
+            current: reply,
+            mailboxes: mailboxes.clone(),
+        };
         std::thread::Builder::new()
             .name("signals".into())
             .spawn(move || {
-                let mut signals = signals.forever();
-                if let Some(sig) = signals.next() {
-                    info!("signal {sig}: no longer accepting; finishing open connections");
-                    stop_all(&shutdown, &signal_wakers);
-                }
-                // A second signal during the drain (which a long --timeout can
-                // make long) quits at once, as a shell reports a signal death.
-                if let Some(sig) = signals.next() {
-                    error!("signal {sig} again: exiting now, open connections dropped");
-                    std::process::exit(128 + sig);
+                let mut stopping = false;
+                for sig in signals.forever() {
+                    if sig == SIGHUP {
+                        if stopping || shutdown.is_set() {
+                            info!("signal {sig}: shutting down; the policy is not reloaded");
+                        } else {
+                            reloader.reload(&signal_wakers);
+                        }
+                    } else if !stopping {
+                        stopping = true;
+                        info!("signal {sig}: no longer accepting; finishing open connections");
+                        stop_all(&shutdown, &signal_wakers);
+                    } else {
+                        // A second signal during the drain (which a long
+                        // --timeout can make long) quits at once, as a shell
+                        // reports a signal death.
+                        error!("signal {sig} again: exiting now, open connections dropped");
+                        std::process::exit(128 + sig);
+                    }
                 }
             })?;
     }
 
-    let reply: &'static [u8] = config.reply.clone().leak();
     let per_worker = config.max_connections.div_ceil(config.threads).max(1);
     let cpus = online_cpus();
     let (done_tx, done_rx) = mpsc::channel::<(usize, std::io::Result<Stats>)>();
@@ -118,11 +143,14 @@ fn run(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
         .ok()
         .and_then(|v| v.parse().ok());
     let mut handles = Vec::with_capacity(config.threads);
-    for (id, (listeners, wakeup)) in sockets.into_iter().zip(wakeups).enumerate() {
+    for (id, ((listeners, wakeup), new_reply)) in
+        sockets.into_iter().zip(wakeups).zip(mailboxes).enumerate()
+    {
         let ctx = WorkerCtx {
             id,
             listeners,
             reply,
+            new_reply,
             timeout: config.timeout,
             max_connections: per_worker,
             wakeup,
@@ -230,6 +258,73 @@ impl Drop for Report {
         if let Some(done) = self.done.take() {
             let error = std::io::Error::other("the worker ended without a result (it panicked)");
             let _ = done.send((self.id, Err(error)));
+        }
+    }
+}
+
+/// How long a reload waits for every worker to take the new reply before it
+/// logs the result anyway. A worker looks at its mailbox as soon as its
+/// event loop comes round, which takes microseconds, not seconds.
+const RELOAD_PICKUP_WAIT: Duration = Duration::from_secs(2);
+
+/// SIGHUP: loads the policy again and hands the new reply to every worker.
+struct Reloader {
+    source: PolicySource,
+    listen: Listen,
+    /// The reply the workers were last given.
+    current: &'static [u8],
+    /// One per worker, in the same order as the wakers.
+    mailboxes: Vec<ReplyMailbox>,
+}
+
+impl Reloader {
+    fn reload(&mut self, wakers: &[Wakeup]) {
+        let loaded = match self.source.load(&self.listen) {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                // `e` names file:line:column and the rule broken.
+                error!("cannot reload the policy, still serving the previous one: {e}");
+                return;
+            }
+        };
+        for w in &loaded.warnings {
+            warn!("{w}");
+        }
+        if loaded.reply.as_bytes() == self.current {
+            info!("reloaded policy: {} (unchanged)", loaded.summary);
+            return;
+        }
+        // Leaked on purpose and never freed, like the first reply: an
+        // io_uring send (or zero-copy notification) still in flight may point
+        // at the old buffer, and nothing tells this thread when the last one
+        // has completed. A reply is at most MAX_POLICY_LEN + 1 bytes (about
+        // 10 KB), so a reload that changes the policy leaks at most that.
+        let reply: &'static [u8] = loaded.reply.leak();
+        self.current = reply;
+        for (mailbox, waker) in self.mailboxes.iter().zip(wakers) {
+            mailbox.put(reply);
+            if let Err(e) = waker.wake() {
+                warn!("cannot wake a worker: {e}");
+            }
+        }
+        // The log line means every worker serves the new policy: wait (a
+        // little, bounded) until each has taken it.
+        let deadline = Instant::now() + RELOAD_PICKUP_WAIT;
+        let waiting = loop {
+            let waiting = self.mailboxes.iter().filter(|m| m.is_pending()).count();
+            if waiting == 0 || Instant::now() >= deadline {
+                break waiting;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        if waiting == 0 {
+            info!("reloaded policy: {}", loaded.summary);
+        } else {
+            warn!(
+                "reloaded policy: {}; {waiting} of {} workers have not taken it yet",
+                loaded.summary,
+                self.mailboxes.len()
+            );
         }
     }
 }

@@ -1,14 +1,18 @@
-//! Carrying SIGINT/SIGTERM to the workers.
+//! Carrying SIGINT/SIGTERM (shutdown) and SIGHUP (a reloaded policy) to the
+//! workers.
 //!
 //! Each worker owns an eventfd that both engines can wait on (mio registers
-//! it as a source; io_uring keeps a read pending on it). The main thread
-//! waits for a signal, then sets the shared flag and writes to every eventfd.
-//! Workers check the flag only when their eventfd fires, never per connection.
+//! it as a source; io_uring keeps a poll pending on it). The signal thread
+//! waits for a signal, then sets the shared flag (or fills each worker's
+//! [`ReplyMailbox`]) and writes to every eventfd. Workers look at the flag
+//! and their mailbox only when their eventfd fires, never per connection:
+//! the per-connection path reads the worker's own `reply` field, with no
+//! shared atomic or lock.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// A worker's wake-up line: an eventfd.
 #[derive(Debug)]
@@ -90,5 +94,80 @@ impl ShutdownFlag {
     /// Whether shutdown has been asked for.
     pub fn is_set(&self) -> bool {
         self.0.load(Ordering::Acquire)
+    }
+}
+
+/// A reply waiting for one worker: the signal thread puts the reloaded
+/// policy's reply here, then wakes the worker, which takes it when its
+/// eventfd fires and swaps its own `reply` field.
+///
+/// Replies are `'static` (leaked) and never freed: io_uring sends still in
+/// flight may point at an old one, and nothing tells the signal thread when
+/// the last of them has completed. A reply is at most
+/// [`flashpolicy_proto::policy::MAX_POLICY_LEN`] + 1 bytes, so each reload
+/// leaks at most that.
+#[derive(Debug, Clone, Default)]
+pub struct ReplyMailbox(Arc<Mutex<Option<&'static [u8]>>>);
+
+impl ReplyMailbox {
+    /// Leaves `reply` for the worker, replacing one it has not taken yet.
+    /// Wake the worker afterwards.
+    pub fn put(&self, reply: &'static [u8]) {
+        // The lock guards a plain Option: a panic elsewhere cannot leave it
+        // half-written, so a poisoned lock is still fine to use.
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(reply);
+    }
+
+    /// The reply left for this worker, if any (the worker calls this after
+    /// clearing its eventfd, so a reply put later comes with a new wake-up).
+    pub fn take(&self) -> Option<&'static [u8]> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+
+    /// Whether a reply is still waiting to be taken.
+    pub fn is_pending(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mailbox_keeps_only_the_latest_reply() {
+        let mailbox = ReplyMailbox::default();
+        let worker_side = mailbox.clone();
+        assert_eq!(worker_side.take(), None);
+        mailbox.put(b"a\0");
+        mailbox.put(b"b\0");
+        assert!(mailbox.is_pending());
+        assert_eq!(worker_side.take(), Some(&b"b\0"[..]));
+        assert!(!mailbox.is_pending());
+        assert_eq!(worker_side.take(), None);
+    }
+
+    #[test]
+    fn a_wakeup_is_readable_until_cleared() {
+        let wakeup = Wakeup::new().expect("eventfd");
+        let waker = wakeup.try_clone().expect("dup");
+        let readable = |w: &Wakeup| {
+            let mut pfd = libc::pollfd {
+                fd: w.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: polls one live pollfd that we own, without waiting.
+            unsafe { libc::poll(&mut pfd, 1, 0) == 1 }
+        };
+        assert!(!readable(&wakeup));
+        waker.wake().expect("wake");
+        waker.wake().expect("wake");
+        assert!(readable(&wakeup));
+        wakeup.clear();
+        assert!(!readable(&wakeup));
     }
 }

@@ -27,6 +27,11 @@
 //!   [`ACCEPT_BACKOFF`]: edge-triggered epoll gives no new edge for
 //!   connections still queued, so a timer is what brings the worker back.
 //!
+//! Reload: when the wake-up fires with a reply in the worker's mailbox, the
+//! worker takes it and answers every request completed from then on with
+//! it; a connection already part-way through writing the old reply finishes
+//! that one (its phase keeps the reply it started).
+//!
 //! Shutdown: when the wake-up fires with the flag set, the worker accepts
 //! everything already queued (closing an SO_REUSEPORT listener resets the
 //! connections queued in it), drops its listeners, and keeps serving open
@@ -84,8 +89,10 @@ impl Generation for Conn {
 enum Phase {
     /// Waiting for (the rest of) the request.
     Reading(Recogniser),
-    /// The request is complete; `sent` bytes of the reply are out.
-    Writing { sent: usize },
+    /// The request is complete; `sent` bytes of `reply` are out. The reply
+    /// is the one current when the request completed: a reload does not
+    /// change a reply half-way.
+    Writing { reply: &'static [u8], sent: usize },
 }
 
 /// What reading found.
@@ -136,6 +143,7 @@ struct Worker {
     deadlines: DeadlineQueue,
     next_generation: u32,
     reply: &'static [u8],
+    new_reply: crate::shutdown::ReplyMailbox,
     wakeup: crate::shutdown::Wakeup,
     shutdown: crate::shutdown::ShutdownFlag,
     /// Sacrificed to accept (and close) one connection when out of descriptors.
@@ -176,6 +184,7 @@ impl Worker {
             deadlines: DeadlineQueue::new(ctx.timeout),
             next_generation: 0,
             reply: ctx.reply,
+            new_reply: ctx.new_reply,
             wakeup: ctx.wakeup,
             shutdown: ctx.shutdown,
             spare: open_spare(),
@@ -239,7 +248,17 @@ impl Worker {
     }
 
     fn on_wakeup(&mut self, now: Instant) {
+        // Clear first, then look: a reply put after the look comes with a
+        // wake-up of its own.
         self.wakeup.clear();
+        if let Some(reply) = self.new_reply.take() {
+            debug!(
+                "worker {}: serving the reloaded policy ({} bytes)",
+                self.id,
+                reply.len()
+            );
+            self.reply = reply;
+        }
         if self.shutdown.is_set() && !self.draining {
             self.drain_listeners(now);
         }
@@ -372,7 +391,13 @@ impl Worker {
         let (interest, phase) = match step {
             Step::Close(end) => return self.count(end),
             Step::WaitRead => (Interest::READABLE, Phase::Reading(recogniser)),
-            Step::WaitWrite { sent } => (Interest::WRITABLE, Phase::Writing { sent }),
+            Step::WaitWrite { sent } => (
+                Interest::WRITABLE,
+                Phase::Writing {
+                    reply: self.reply,
+                    sent,
+                },
+            ),
         };
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1);
@@ -396,23 +421,29 @@ impl Worker {
 
     /// Readiness on a registered connection.
     fn on_ready(&mut self, key: usize) {
-        let reply = self.reply;
+        let current = self.reply;
         let Some(conn) = self.conns.get_mut(key) else {
             return; // closed earlier in this batch
         };
         let step = match &mut conn.phase {
             Phase::Reading(recogniser) => match read_request(&mut conn.stream, recogniser) {
-                Got::Request => write_reply(&mut conn.stream, reply, 0),
+                Got::Request => write_reply(&mut conn.stream, current, 0),
                 Got::Wait => Step::WaitRead,
                 Got::Close(end) => Step::Close(end),
             },
-            Phase::Writing { sent } => write_reply(&mut conn.stream, reply, *sent),
+            Phase::Writing { reply, sent } => write_reply(&mut conn.stream, reply, *sent),
         };
         match step {
             Step::WaitRead => {}
             Step::WaitWrite { sent } => {
                 let was_reading = matches!(conn.phase, Phase::Reading(_));
-                conn.phase = Phase::Writing { sent };
+                // Only reached from Reading (a short write that started
+                // now) or from Writing with the reply it already had.
+                let reply = match conn.phase {
+                    Phase::Writing { reply, .. } => reply,
+                    Phase::Reading(_) => current,
+                };
+                conn.phase = Phase::Writing { reply, sent };
                 if was_reading {
                     if let Err(e) = self.poll.registry().reregister(
                         &mut conn.stream,

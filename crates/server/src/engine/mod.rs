@@ -9,7 +9,7 @@ use std::ops::AddAssign;
 use std::time::Duration;
 
 use crate::config::Backend;
-use crate::shutdown::{ShutdownFlag, Wakeup};
+use crate::shutdown::{ReplyMailbox, ShutdownFlag, Wakeup};
 
 pub mod common;
 pub mod epoll;
@@ -22,13 +22,16 @@ pub struct WorkerCtx {
     pub id: usize,
     /// This worker's own listeners, one per address (non-blocking).
     pub listeners: Vec<TcpListener>,
-    /// The reply, shared read-only by every worker for the life of the process.
+    /// The reply to start with, shared read-only by every worker. Replaced
+    /// (never freed) when SIGHUP reloads the policy.
     pub reply: &'static [u8],
+    /// Where a reloaded policy's reply waits until `wakeup` fires.
+    pub new_reply: ReplyMailbox,
     /// Close connections without a complete request after this long.
     pub timeout: Duration,
     /// Most connections this worker holds open at once.
     pub max_connections: usize,
-    /// Fires when the worker should look at `shutdown`.
+    /// Fires when the worker should look at `shutdown` and `new_reply`.
     pub wakeup: Wakeup,
     /// Set when the process is shutting down.
     pub shutdown: ShutdownFlag,

@@ -106,9 +106,15 @@
 //!   still complete; every `user_data` carries the slot's generation, so a
 //!   late completion for an old use of a slot is recognised and ignored.
 //!
-//! # Shutdown
+//! # Reload and shutdown
 //!
-//! A `POLL_ADD` on the worker's eventfd is always pending. When it fires with
+//! A `POLL_ADD` on the worker's eventfd is always pending (until shutdown).
+//! When it fires, the worker first takes a reloaded policy's reply from its
+//! mailbox, if one is there: every request completed from then on is
+//! answered with it, while a zero-copy send already under way finishes with
+//! the reply it started (the connection keeps it). The old reply is never
+//! freed: sends still in flight point at it. Then, without the shutdown
+//! flag, the poll is armed again. When it fires with
 //! the flag set, the worker cancels its multishot accepts, then (like the
 //! epoll engine) accepts what is still queued in its listeners before
 //! closing them (closing an SO_REUSEPORT listener resets what is queued in
@@ -204,7 +210,7 @@ use super::common::{
 #[cfg(doc)]
 use super::common::{MAX_CONNECTIONS_PER_WORKER, WARN_INTERVAL};
 use super::{Stats, WorkerCtx};
-use crate::shutdown::{ShutdownFlag, Wakeup};
+use crate::shutdown::{ReplyMailbox, ShutdownFlag, Wakeup};
 use crate::timer::DeadlineQueue;
 
 /// Bytes per receive buffer. A request never needs more than
@@ -501,7 +507,10 @@ struct Conn {
     generation: u32,
     recogniser: Recogniser,
     phase: Phase,
-    /// Bytes of the reply already sent.
+    /// The reply this connection is sent: the worker's when its request
+    /// completed, so a reload never changes a reply half-way.
+    reply: &'static [u8],
+    /// Bytes of `reply` already sent.
     sent: usize,
     deadline: Instant,
     timed_out: bool,
@@ -539,6 +548,7 @@ struct Worker {
     listeners: Vec<Option<TcpListener>>,
     accept: Vec<AcceptState>,
     reply: &'static [u8],
+    new_reply: ReplyMailbox,
     timeout: Duration,
     max: usize,
     resume_at: usize,
@@ -605,6 +615,7 @@ impl Worker {
             listeners: ctx.listeners.into_iter().map(Some).collect(),
             accept,
             reply: ctx.reply,
+            new_reply: ctx.new_reply,
             timeout: ctx.timeout,
             max,
             resume_at: max - (max / 16).max(1),
@@ -841,10 +852,10 @@ impl Worker {
     /// be reused by a new accept, but by then the send has succeeded, so no
     /// completion naming the old use can come.
     fn submit_send(&mut self, key: usize) -> io::Result<()> {
-        let reply = self.reply;
         let Some(conn) = self.conns.get_mut(key) else {
             return Ok(());
         };
+        let reply = conn.reply;
         let rest = &reply[conn.sent.min(reply.len())..];
         let len = u32::try_from(rest.len()).unwrap_or(u32::MAX);
         let flags = libc::MSG_NOSIGNAL | libc::MSG_WAITALL;
@@ -913,6 +924,7 @@ impl Worker {
             generation,
             recogniser: Recogniser::new(),
             phase: Phase::Reading,
+            reply: self.reply,
             sent: 0,
             deadline: now + self.timeout,
             timed_out: false,
@@ -1164,6 +1176,7 @@ impl Worker {
             Verdict::NeedMore => self.submit_recv(key),
             Verdict::Request { .. } => {
                 conn.retries = 0;
+                conn.reply = self.reply;
                 self.submit_send(key)
             }
             Verdict::Reject(reason) => {
@@ -1252,7 +1265,7 @@ impl Worker {
         if conn.generation != generation || conn.phase != Phase::Sending {
             return Ok(());
         }
-        if res >= 0 && conn.sent + res as usize >= self.reply.len() {
+        if res >= 0 && conn.sent + res as usize >= conn.reply.len() {
             self.stats.served += 1;
             return self.close_conn(key);
         }
@@ -1270,7 +1283,19 @@ impl Worker {
 
     fn on_wake(&mut self) -> io::Result<()> {
         self.wake_armed = false;
+        // Clear first, then look: a reply put after the look comes with a
+        // wake-up of its own, which the poll armed below will see.
         self.wakeup.clear();
+        if let Some(reply) = self.new_reply.take() {
+            debug!(
+                "worker {}: serving the reloaded policy ({} bytes)",
+                self.id,
+                reply.len()
+            );
+            // The old reply stays allocated (it is 'static, never freed):
+            // sends in flight may still point at it.
+            self.reply = reply;
+        }
         if self.shutdown.is_set() {
             self.begin_shutdown()
         } else {
@@ -1569,6 +1594,7 @@ mod tests {
             id: 0,
             listeners: vec![listener],
             reply: b"reply\0",
+            new_reply: ReplyMailbox::default(),
             timeout: Duration::from_secs(60),
             max_connections: 8,
             wakeup: Wakeup::new().expect("eventfd"),
