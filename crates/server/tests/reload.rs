@@ -277,3 +277,24 @@ fn sighup_during_the_drain_neither_reloads_nor_stops_it() {
         assert!(!log.contains("reloaded policy:"), "[{backend}] log:\n{log}");
     }
 }
+
+#[test]
+fn sighup_reloads_with_send_zc_too() {
+    if let Some(why) = uring_unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let a = policy("a.example.com", "843");
+    let b = policy("b.example.com", "843,8000");
+    let file = PolicyFile::new("zc", "uring", &a);
+    let mut server = Server::start("uring", &["--policy", file.path(), "--send-zc"]);
+    assert_serves(&server, &with_nul(&a), "[uring --send-zc] A");
+    file.write(&b);
+    sighup_and_wait(&server, "reloaded policy:", 1, "[uring --send-zc] B");
+    assert_serves(&server, &with_nul(&b), "[uring --send-zc] B");
+    server.signal(libc::SIGTERM);
+    let status = server.wait_exit(PROCESS_TIMEOUT);
+    let log = server.log_text();
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "log:\n{log}");
+    assert!(log.contains("stopped: served 16,"), "log:\n{log}");
+}
