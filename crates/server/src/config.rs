@@ -69,6 +69,12 @@ pub struct Args {
     /// Log filter (`error`, `warn`, `info`, `debug`, or a tracing directive).
     #[arg(long, value_name = "FILTER", default_value = "info")]
     pub log: String,
+
+    /// Validate the configuration and the policy, print the warnings and
+    /// the reply that would be served, and exit (0 if it can be served, 2 if
+    /// not) without binding anything.
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// Which engine moves the bytes.
@@ -229,8 +235,8 @@ fn low_port_warning(listen: &Listen, policy: &Policy) -> Option<String> {
         return None;
     }
     Some(format!(
-        "listening on {high}: Flash Player ignores grants of ports below 1024 in a policy served \
-         from a port of 1024 or above, so these rules grant less than they say: {}",
+        "the policy is served from {high}, a port of 1024 or above, where Flash Player ignores \
+         grants of ports below 1024, so these rules grant less than they say: {}",
         vain.join(", ")
     ))
 }

@@ -27,6 +27,7 @@ use tracing::{error, info, warn};
 fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(&args.log);
+    let check = args.check;
     let config = match Config::from_args(args) {
         Ok(config) => config,
         Err(e) => {
@@ -36,10 +37,32 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if check {
+        return print_check(&config);
+    }
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `--check`: what would be served, on stdout, and nothing bound.
+fn print_check(config: &Config) -> ExitCode {
+    use std::io::Write;
+    for w in &config.warnings {
+        eprintln!("flashpolicyd: warning: {w}");
+    }
+    let mut out = std::io::stdout().lock();
+    let written = writeln!(out, "policy {}: OK", config.policy_summary)
+        .and_then(|()| out.write_all(config.reply.document()))
+        .and_then(|()| out.flush());
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("flashpolicyd: writing to stdout: {e}");
             ExitCode::from(1)
         }
     }

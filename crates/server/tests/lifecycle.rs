@@ -527,3 +527,49 @@ fn generated_policies_are_validated_too() {
     );
     assert!(!stderr.contains("listening on"), "{stderr}");
 }
+
+#[test]
+fn check_prints_the_policy_and_binds_nothing() {
+    let document = b"<?xml version=\"1.0\"?>\n<cross-domain-policy>\n  <allow-access-from domain=\"*.example.com\" to-ports=\"80,443\" />\n</cross-domain-policy>\n";
+    let file = TempFile::new("check.xml", document);
+    // A port that is certainly taken: --check must not try to bind it.
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let output = std::process::Command::new(BIN)
+        .args(["--check", "--policy", file.path(), "--listen", &addr])
+        .output()
+        .expect("run flashpolicyd --check");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "stderr:\n{stderr}");
+    assert!(
+        stdout.starts_with(&format!("policy {}", file.path())),
+        "{stdout}"
+    );
+    assert!(
+        output.stdout.ends_with(document),
+        "the document as served:\n{stdout}"
+    );
+    // Served from a port >= 1024, the grant of ports 80 and 443 is in vain.
+    assert!(
+        stderr.contains("warning:") && stderr.contains("below 1024"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("listening on"), "{stderr}");
+}
+
+#[test]
+fn check_refuses_an_invalid_policy_with_status_2() {
+    let file = TempFile::new(
+        "check-invalid.xml",
+        b"<cross-domain-policy>\n  <allow-access-from to-ports=\"*\" />\n</cross-domain-policy>\n",
+    );
+    let output = std::process::Command::new(BIN)
+        .args(["--check", "--policy", file.path()])
+        .output()
+        .expect("run flashpolicyd --check");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "stderr:\n{stderr}");
+    assert!(stderr.contains(&format!("{}:2:", file.path())), "{stderr}");
+    assert!(output.stdout.is_empty());
+}
