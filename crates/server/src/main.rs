@@ -125,12 +125,25 @@ fn run(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let signal_handle = signals.handle();
     {
         let shutdown = shutdown.clone();
-        let mut reloader = Reloader {
+        // Reloads run on their own thread: reading the policy may block (a
+        // pipe, a terminal, a hung network mount), and the signal thread must
+        // stay free to act on SIGINT/SIGTERM meanwhile.
+        let (reload_tx, reload_rx) = mpsc::channel::<()>();
+        let reloader = Reloader {
             source: config.policy_source.clone(),
             listen: config.listen.clone(),
             current: reply,
+            leaked: vec![reply],
             mailboxes: mailboxes.clone(),
+            wakers: signal_wakers
+                .iter()
+                .map(Wakeup::try_clone)
+                .collect::<Result<_, _>>()?,
+            shutdown: shutdown.clone(),
         };
+        std::thread::Builder::new()
+            .name("reload".into())
+            .spawn(move || reloader.serve(&reload_rx))?;
         std::thread::Builder::new()
             .name("signals".into())
             .spawn(move || {
@@ -139,8 +152,8 @@ fn run(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
                     if sig == SIGHUP {
                         if stopping || shutdown.is_set() {
                             info!("signal {sig}: shutting down; the policy is not reloaded");
-                        } else {
-                            reloader.reload(&signal_wakers);
+                        } else if reload_tx.send(()).is_err() {
+                            error!("signal {sig}: the reload thread is gone; not reloaded");
                         }
                     } else if !stopping {
                         stopping = true;
@@ -296,12 +309,30 @@ struct Reloader {
     listen: Listen,
     /// The reply the workers were last given.
     current: &'static [u8],
-    /// One per worker, in the same order as the wakers.
+    /// Every reply ever handed out (never freed, see `reload`); a policy
+    /// switched back and forth reuses its buffer instead of leaking again.
+    leaked: Vec<&'static [u8]>,
+    /// One per worker, in the same order as `wakers`.
     mailboxes: Vec<ReplyMailbox>,
+    wakers: Vec<Wakeup>,
+    shutdown: ShutdownFlag,
 }
 
 impl Reloader {
-    fn reload(&mut self, wakers: &[Wakeup]) {
+    /// Reloads once per request; requests that pile up while a reload runs
+    /// are served by one more reload, not one each.
+    fn serve(mut self, requests: &mpsc::Receiver<()>) {
+        while requests.recv().is_ok() {
+            while requests.try_recv().is_ok() {}
+            if self.shutdown.is_set() {
+                info!("shutting down; the policy is not reloaded");
+                continue;
+            }
+            self.reload();
+        }
+    }
+
+    fn reload(&mut self) {
         let loaded = match self.source.load(&self.listen) {
             Ok(loaded) => loaded,
             Err(e) => {
@@ -319,12 +350,21 @@ impl Reloader {
         }
         // Leaked on purpose and never freed, like the first reply: an
         // io_uring send (or zero-copy notification) still in flight may point
-        // at the old buffer, and nothing tells this thread when the last one
+        // at an old buffer, and nothing tells this thread when the last one
         // has completed. A reply is at most MAX_POLICY_LEN + 1 bytes (about
-        // 10 KB), so a reload that changes the policy leaks at most that.
-        let reply: &'static [u8] = loaded.reply.leak();
+        // 10 KB), and equal replies share one buffer, so memory grows only
+        // with the number of distinct policies ever served.
+        let reply: &'static [u8] = match self.leaked.iter().find(|r| **r == loaded.reply.as_bytes())
+        {
+            Some(&known) => known,
+            None => {
+                let fresh = loaded.reply.leak();
+                self.leaked.push(fresh);
+                fresh
+            }
+        };
         self.current = reply;
-        for (mailbox, waker) in self.mailboxes.iter().zip(wakers) {
+        for (mailbox, waker) in self.mailboxes.iter().zip(&self.wakers) {
             mailbox.put(reply);
             if let Err(e) = waker.wake() {
                 warn!("cannot wake a worker: {e}");

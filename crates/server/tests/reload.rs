@@ -298,3 +298,37 @@ fn sighup_reloads_with_send_zc_too() {
     assert_eq!(status.and_then(|s| s.code()), Some(0), "log:\n{log}");
     assert!(log.contains("stopped: served 16,"), "log:\n{log}");
 }
+
+#[test]
+fn a_reload_blocked_on_a_fifo_does_not_stop_sigterm() {
+    for backend in backends() {
+        let first = policy("fifo.example.com", "843");
+        let file = PolicyFile::new("fifo", backend, &first);
+        let mut server = Server::start(backend, &["--policy", file.path()]);
+        assert_serves(&server, &with_nul(&first), &format!("[{backend}] first"));
+        // Replace the file by a FIFO nobody writes to: opening it for reading
+        // blocks until a writer comes, which never happens.
+        std::fs::remove_file(&file.path).expect("remove policy file");
+        let c_path = std::ffi::CString::new(file.path()).expect("no NUL in path");
+        // SAFETY: `c_path` is a live NUL-terminated string; mkfifo only reads it.
+        let rc = unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) };
+        assert_eq!(rc, 0, "mkfifo: {}", std::io::Error::last_os_error());
+        server.signal(libc::SIGHUP);
+        // Give the reload time to get stuck, then make sure the old policy is
+        // still served and SIGTERM still stops the server.
+        std::thread::sleep(Duration::from_millis(200));
+        assert_serves(
+            &server,
+            &with_nul(&first),
+            &format!("[{backend}] stuck reload"),
+        );
+        server.signal(libc::SIGTERM);
+        let status = server.wait_exit(PROCESS_TIMEOUT);
+        let log = server.log_text();
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(0),
+            "[{backend}] SIGTERM during a blocked reload; log:\n{log}"
+        );
+    }
+}
