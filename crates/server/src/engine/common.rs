@@ -8,7 +8,9 @@ use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use slab::Slab;
-use tracing::warn;
+use tracing::{debug, warn};
+
+use crate::shutdown::ReplyMailbox;
 
 /// How long accepting pauses after the process ran out of descriptors (or
 /// memory), or after an accept error of an unknown kind, before it tries
@@ -127,6 +129,21 @@ pub trait Generation {
 /// Whether slot `key` still holds the use `generation` refers to.
 pub fn is_live<C: Generation>(conns: &Slab<C>, key: usize, generation: u32) -> bool {
     conns.get(key).is_some_and(|c| c.generation() == generation)
+}
+
+/// After a wake-up (and after clearing the eventfd, so a reply put later
+/// comes with a wake-up of its own): adopt a reloaded reply, if one waits.
+///
+/// The old reply is `'static` and never freed, so operations in flight that
+/// still point at it stay valid.
+pub fn adopt_new_reply(id: usize, mailbox: &ReplyMailbox, reply: &mut &'static [u8]) {
+    if let Some(new) = mailbox.take() {
+        debug!(
+            "worker {id}: serving the reloaded policy ({} bytes)",
+            new.len()
+        );
+        *reply = new;
+    }
 }
 
 #[cfg(test)]

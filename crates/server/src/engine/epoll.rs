@@ -50,8 +50,8 @@ use slab::Slab;
 use tracing::{debug, warn};
 
 use super::common::{
-    self, accept_error, connection_cap, due, is_live, open_spare, AcceptError, Generation,
-    ACCEPT_BACKOFF,
+    self, accept_error, adopt_new_reply, connection_cap, due, is_live, open_spare, AcceptError,
+    Generation, ACCEPT_BACKOFF,
 };
 use super::{Stats, WorkerCtx};
 use crate::timer::DeadlineQueue;
@@ -251,14 +251,7 @@ impl Worker {
         // Clear first, then look: a reply put after the look comes with a
         // wake-up of its own.
         self.wakeup.clear();
-        if let Some(reply) = self.new_reply.take() {
-            debug!(
-                "worker {}: serving the reloaded policy ({} bytes)",
-                self.id,
-                reply.len()
-            );
-            self.reply = reply;
-        }
+        adopt_new_reply(self.id, &self.new_reply, &mut self.reply);
         if self.shutdown.is_set() && !self.draining {
             self.drain_listeners(now);
         }

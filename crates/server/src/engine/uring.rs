@@ -204,8 +204,8 @@ use slab::Slab;
 use tracing::{debug, warn};
 
 use super::common::{
-    self, accept_error, classify_accept_error, connection_cap, due, is_live, open_spare,
-    AcceptError, Generation, ACCEPT_BACKOFF,
+    self, accept_error, adopt_new_reply, classify_accept_error, connection_cap, due, is_live,
+    open_spare, AcceptError, Generation, ACCEPT_BACKOFF,
 };
 #[cfg(doc)]
 use super::common::{MAX_CONNECTIONS_PER_WORKER, WARN_INTERVAL};
@@ -1286,16 +1286,7 @@ impl Worker {
         // Clear first, then look: a reply put after the look comes with a
         // wake-up of its own, which the poll armed below will see.
         self.wakeup.clear();
-        if let Some(reply) = self.new_reply.take() {
-            debug!(
-                "worker {}: serving the reloaded policy ({} bytes)",
-                self.id,
-                reply.len()
-            );
-            // The old reply stays allocated (it is 'static, never freed):
-            // sends in flight may still point at it.
-            self.reply = reply;
-        }
+        adopt_new_reply(self.id, &self.new_reply, &mut self.reply);
         if self.shutdown.is_set() {
             self.begin_shutdown()
         } else {
