@@ -5,37 +5,9 @@ mod common;
 
 use std::io::{ErrorKind, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// A file in a fresh per-test directory (removed when dropped).
-struct TempFile {
-    dir: PathBuf,
-    path: PathBuf,
-}
-
-impl TempFile {
-    fn new(name: &str, contents: &[u8]) -> TempFile {
-        let dir =
-            std::env::temp_dir().join(format!("flashpolicyd-test-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let path = dir.join(name);
-        std::fs::write(&path, contents).expect("write temp file");
-        TempFile { dir, path }
-    }
-
-    fn path(&self) -> &str {
-        self.path.to_str().expect("utf-8 temp path")
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 const VALID_POLICY: &[u8] = b"<?xml version=\"1.0\"?>\n\
 <!DOCTYPE cross-domain-policy SYSTEM \"/xml/dtds/cross-domain-policy.dtd\">\n\
@@ -327,13 +299,7 @@ fn sigterm_finishes_in_flight_clients_then_exits_0_with_totals() {
         );
 
         // The idle one is bounded by the timeout, then the server exits 0.
-        let status = server.wait_exit(PROCESS_TIMEOUT);
-        let log = server.log_text();
-        assert_eq!(
-            status.and_then(|s| s.code()),
-            Some(0),
-            "[{backend}] log:\n{log}"
-        );
+        let log = server.expect_exit(0, &format!("[{backend}]"));
         let totals =
             stopped_totals(&log).unwrap_or_else(|| panic!("[{backend}] no totals; log:\n{log}"));
         assert_eq!(totals.get("served"), Some(&2), "[{backend}] log:\n{log}");
@@ -348,19 +314,12 @@ fn sigint_with_nothing_in_flight_exits_at_once() {
         let mut server = Server::start(backend, &["--timeout", "30s"]);
         let started = Instant::now();
         server.signal(libc::SIGINT);
-        let status = server.wait_exit(PROCESS_TIMEOUT);
-        assert_eq!(
-            status.and_then(|s| s.code()),
-            Some(0),
-            "[{backend}] log:\n{}",
-            server.log_text()
-        );
+        let log = server.expect_exit(0, &format!("[{backend}]"));
         assert!(
             started.elapsed() < Duration::from_secs(5),
             "[{backend}] took {:?} to stop with no clients",
             started.elapsed()
         );
-        let log = server.log_text();
         let totals =
             stopped_totals(&log).unwrap_or_else(|| panic!("[{backend}] no totals; log:\n{log}"));
         assert_eq!(totals.get("served"), Some(&0), "[{backend}] log:\n{log}");
@@ -418,13 +377,7 @@ fn a_second_signal_during_the_drain_exits_at_once() {
             "[{backend}] did not wait for the idle client"
         );
         server.signal(libc::SIGINT);
-        let status = server.wait_exit(PROCESS_TIMEOUT);
-        let log = server.log_text();
-        assert_eq!(
-            status.and_then(|s| s.code()),
-            Some(128 + libc::SIGINT),
-            "[{backend}] log:\n{log}"
-        );
+        let log = server.expect_exit(128 + libc::SIGINT, &format!("[{backend}]"));
         assert!(log.contains("again"), "[{backend}] log:\n{log}");
     }
 }
@@ -436,9 +389,7 @@ fn a_panicking_worker_stops_the_server_with_status_1() {
         .args(&["--threads", "2", "--timeout", "1h"])
         .env("FLASHPOLICYD_TEST_PANIC_WORKER", "1")
         .start();
-    let status = server.wait_exit(PROCESS_TIMEOUT);
-    let log = server.log_text();
-    assert_eq!(status.and_then(|s| s.code()), Some(1), "log:\n{log}");
+    let log = server.expect_exit(1, "");
     assert!(log.contains("worker 1 failed"), "log:\n{log}");
 }
 

@@ -4,47 +4,12 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
 
 /// How long a reload may take to be logged.
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A policy file in a fresh per-test directory (removed when dropped).
-struct PolicyFile {
-    dir: PathBuf,
-    path: PathBuf,
-}
-
-impl PolicyFile {
-    fn new(test: &str, backend: &str, contents: &[u8]) -> PolicyFile {
-        let dir = std::env::temp_dir().join(format!(
-            "flashpolicyd-reload-{}-{test}-{backend}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let path = dir.join("policy.xml");
-        let file = PolicyFile { dir, path };
-        file.write(contents);
-        file
-    }
-
-    fn write(&self, contents: &[u8]) {
-        std::fs::write(&self.path, contents).expect("write policy file");
-    }
-
-    fn path(&self) -> &str {
-        self.path.to_str().expect("utf-8 temp path")
-    }
-}
-
-impl Drop for PolicyFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 fn policy(domain: &str, ports: &str) -> Vec<u8> {
     format!(
@@ -100,7 +65,7 @@ fn sighup_reloads_the_policy_file_and_keeps_the_old_one_when_the_new_one_fails()
     for backend in backends() {
         let a = policy("a.example.com", "843");
         let b = policy("b.example.com", "1024-2048");
-        let file = PolicyFile::new("file", backend, &a);
+        let file = TempFile::new(&format!("file-{backend}.xml"), &a);
         let mut server = Server::start(backend, &["--policy", file.path(), "--threads", "2"]);
         assert_serves(&server, &with_nul(&a), &format!("[{backend}] A"));
 
@@ -163,13 +128,7 @@ fn sighup_reloads_the_policy_file_and_keeps_the_old_one_when_the_new_one_fails()
         );
 
         server.signal(libc::SIGTERM);
-        let status = server.wait_exit(PROCESS_TIMEOUT);
-        assert_eq!(
-            status.and_then(|s| s.code()),
-            Some(0),
-            "[{backend}] log:\n{}",
-            server.log_text()
-        );
+        server.expect_exit(0, &format!("[{backend}]"));
     }
 }
 
@@ -180,7 +139,7 @@ fn many_reloads_then_sigterm_still_stops_the_server() {
             policy("one.example.com", "843"),
             policy("two.example.com", "8000-9000"),
         ];
-        let file = PolicyFile::new("many", backend, &policies[0]);
+        let file = TempFile::new(&format!("many-{backend}.xml"), &policies[0]);
         let mut server = Server::start(backend, &["--policy", file.path(), "--threads", "2"]);
         for round in 1..=6 {
             let next = &policies[round % 2];
@@ -203,13 +162,7 @@ fn many_reloads_then_sigterm_still_stops_the_server() {
             "[{backend}] a worker missed a reload:\n{log}"
         );
         server.signal(libc::SIGTERM);
-        let status = server.wait_exit(PROCESS_TIMEOUT);
-        let log = server.log_text();
-        assert_eq!(
-            status.and_then(|s| s.code()),
-            Some(0),
-            "[{backend}] log:\n{log}"
-        );
+        let log = server.expect_exit(0, &format!("[{backend}]"));
         assert!(
             log.contains("stopped: served 48,"),
             "[{backend}] log:\n{log}"
@@ -243,7 +196,7 @@ fn sighup_with_allow_renders_the_same_policy_again() {
 fn sighup_during_the_drain_neither_reloads_nor_stops_it() {
     for backend in backends() {
         let a = policy("a.example.com", "843");
-        let file = PolicyFile::new("drain", backend, &a);
+        let file = TempFile::new(&format!("drain-{backend}.xml"), &a);
         let mut server = Server::start(backend, &["--policy", file.path(), "--timeout", "1h"]);
         // An idle client keeps the drain going until it leaves.
         let idle = connect(server.addr());
@@ -267,13 +220,7 @@ fn sighup_during_the_drain_neither_reloads_nor_stops_it() {
             server.log_text()
         );
         drop(idle);
-        let status = server.wait_exit(PROCESS_TIMEOUT);
-        let log = server.log_text();
-        assert_eq!(
-            status.and_then(|s| s.code()),
-            Some(0),
-            "[{backend}] log:\n{log}"
-        );
+        let log = server.expect_exit(0, &format!("[{backend}]"));
         assert!(!log.contains("reloaded policy:"), "[{backend}] log:\n{log}");
     }
 }
@@ -286,16 +233,14 @@ fn sighup_reloads_with_send_zc_too() {
     }
     let a = policy("a.example.com", "843");
     let b = policy("b.example.com", "843,8000");
-    let file = PolicyFile::new("zc", "uring", &a);
+    let file = TempFile::new("zc-uring.xml", &a);
     let mut server = Server::start("uring", &["--policy", file.path(), "--send-zc"]);
     assert_serves(&server, &with_nul(&a), "[uring --send-zc] A");
     file.write(&b);
     sighup_and_wait(&server, "reloaded policy:", 1, "[uring --send-zc] B");
     assert_serves(&server, &with_nul(&b), "[uring --send-zc] B");
     server.signal(libc::SIGTERM);
-    let status = server.wait_exit(PROCESS_TIMEOUT);
-    let log = server.log_text();
-    assert_eq!(status.and_then(|s| s.code()), Some(0), "log:\n{log}");
+    let log = server.expect_exit(0, "");
     assert!(log.contains("stopped: served 16,"), "log:\n{log}");
 }
 
@@ -303,7 +248,7 @@ fn sighup_reloads_with_send_zc_too() {
 fn a_reload_blocked_on_a_fifo_does_not_stop_sigterm() {
     for backend in backends() {
         let first = policy("fifo.example.com", "843");
-        let file = PolicyFile::new("fifo", backend, &first);
+        let file = TempFile::new(&format!("fifo-{backend}.xml"), &first);
         let mut server = Server::start(backend, &["--policy", file.path()]);
         assert_serves(&server, &with_nul(&first), &format!("[{backend}] first"));
         // Replace the file by a FIFO nobody writes to: opening it for reading
@@ -323,12 +268,6 @@ fn a_reload_blocked_on_a_fifo_does_not_stop_sigterm() {
             &format!("[{backend}] stuck reload"),
         );
         server.signal(libc::SIGTERM);
-        let status = server.wait_exit(PROCESS_TIMEOUT);
-        let log = server.log_text();
-        assert_eq!(
-            status.and_then(|s| s.code()),
-            Some(0),
-            "[{backend}] SIGTERM during a blocked reload; log:\n{log}"
-        );
+        server.expect_exit(0, &format!("[{backend}] SIGTERM during a blocked reload:"));
     }
 }

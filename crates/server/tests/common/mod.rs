@@ -322,6 +322,19 @@ impl Server {
         }
     }
 
+    /// Waits (up to [`PROCESS_TIMEOUT`]) for the server to exit, asserts its
+    /// exit code, and returns its log. `context` prefixes the failure message.
+    pub fn expect_exit(&mut self, code: i32, context: &str) -> String {
+        let status = self.wait_exit(PROCESS_TIMEOUT);
+        let log = self.log_text();
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(code),
+            "{context} exit status; log:\n{log}"
+        );
+        log
+    }
+
     /// User + system CPU time the server has used so far.
     pub fn cpu_time(&self) -> Duration {
         cpu_time_of(self.pid())
@@ -517,5 +530,44 @@ pub fn served_within(addr: SocketAddr, expected: &[u8], timeout: Duration) -> bo
             return false;
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A file in a fresh per-test directory, removed (with the directory) when
+/// dropped. `name` must be unique within one test binary.
+pub struct TempFile {
+    dir: std::path::PathBuf,
+    /// The file.
+    pub path: std::path::PathBuf,
+}
+
+impl TempFile {
+    /// Creates `name` holding `contents`.
+    pub fn new(name: &str, contents: &[u8]) -> TempFile {
+        let dir =
+            std::env::temp_dir().join(format!("flashpolicyd-test-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = TempFile {
+            path: dir.join(name),
+            dir,
+        };
+        file.write(contents);
+        file
+    }
+
+    /// Replaces the file's contents.
+    pub fn write(&self, contents: &[u8]) {
+        std::fs::write(&self.path, contents).expect("write temp file");
+    }
+
+    /// The path, as a command-line argument.
+    pub fn path(&self) -> &str {
+        self.path.to_str().expect("utf-8 temp path")
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
