@@ -7,6 +7,8 @@
 //! * [`request`] decides, byte by byte, whether a client asked for the policy.
 //! * [`policy`] models, validates and renders socket policy documents.
 //! * [`reply`] holds the one response buffer every connection is answered from.
+//! * [`serve`] is the serving core: what a connection does next, when a
+//!   worker accepts, how connections end and when they time out.
 //!
 //! Everything here works on plain byte slices, so it can be tested, fuzzed and
 //! benchmarked without sockets; the engines in `flashpolicy-server` only move
@@ -17,6 +19,7 @@
 pub mod policy;
 pub mod reply;
 pub mod request;
+pub mod serve;
 
 pub use policy::{Policy, PolicyError, Validated, Warning};
 pub use reply::Reply;

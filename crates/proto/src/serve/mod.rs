@@ -1,0 +1,30 @@
+//! The serving core: every decision about a policy connection, with no I/O.
+//!
+//! * [`session`]: one connection from accept to close: events in (bytes,
+//!   end-of-stream, sent, error, deadline), actions out (recv, send, close
+//!   with how it [`End`]ed).
+//! * [`admission`]: when a worker takes connections: start, park or shed;
+//!   pause at the limit and the one resume rule; what an `accept` error
+//!   means.
+//! * [`errno`]: how kernel error numbers are classified.
+//! * [`deadline`]: the `--timeout` queue, bounded by the open connections.
+//! * [`tally`]: how a worker's connections ended.
+//! * [`rate_limit`]: at most one warning of a kind per interval.
+//!
+//! The engines in `flashpolicy-server` turn readiness events (epoll) or
+//! completions (io_uring) into calls of these types and move the bytes they
+//! answer with; a behaviour change here is one edit, not one per engine.
+
+pub mod admission;
+pub mod deadline;
+pub mod errno;
+pub mod rate_limit;
+pub mod session;
+pub mod tally;
+
+pub use admission::{AcceptErrorPlan, Admission, Admit, Admitted, Freed, OnAcceptError};
+pub use deadline::{deadline_after, Deadline, DeadlineQueue};
+pub use errno::{classify_accept_errno, classify_io_errno, AcceptErrorKind};
+pub use rate_limit::{RateLimit, WARN_INTERVAL};
+pub use session::{Action, End, IoFailure, Session, MAX_RETRIES};
+pub use tally::Tally;
