@@ -3,7 +3,6 @@
 //! * [`config`] turns the command line into one validated [`config::Config`].
 //! * [`listener`] opens one SO_REUSEPORT listening socket per worker and address.
 //! * [`engine`] runs the workers: [`engine::epoll`] (mio) or [`engine::uring`].
-//! * [`timer`] is the deadline queue both engines use for `--timeout`.
 //! * [`shutdown`] carries SIGINT/SIGTERM to every worker.
 //!
 //! All protocol decisions come from `flashpolicy-proto`; the engines only move
@@ -13,4 +12,3 @@ pub mod config;
 pub mod engine;
 pub mod listener;
 pub mod shutdown;
-pub mod timer;

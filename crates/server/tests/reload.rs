@@ -228,7 +228,7 @@ fn sighup_during_the_drain_neither_reloads_nor_stops_it() {
 #[test]
 fn sighup_reloads_with_send_zc_too() {
     if let Some(why) = uring_unavailable() {
-        eprintln!("skipped: {why}");
+        skip_uring("sighup_reloads_with_send_zc_too", &why);
         return;
     }
     let a = policy("a.example.com", "843");

@@ -27,7 +27,7 @@ fn uring_here(test: &str) -> bool {
     match uring_unavailable() {
         None => true,
         Some(why) => {
-            eprintln!("{test}: skipped: io_uring is unavailable here: {why}");
+            skip_uring(test, &why);
             false
         }
     }
@@ -235,6 +235,7 @@ fn auto_is_the_default_and_picks_uring_where_available() {
             "auto did not pick uring:\n{log}"
         ),
         Some(why) => {
+            skip_uring("auto picks uring", &why);
             eprintln!("io_uring unavailable ({why}): auto must fall back");
             assert!(
                 log.contains("engine epoll: auto: io_uring unavailable"),

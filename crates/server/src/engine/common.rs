@@ -1,14 +1,14 @@
-//! What both engines share: limits, the accept-error classification, the
-//! spare descriptor and the warning rate limit. One copy, so the engines
-//! cannot drift apart on how they treat the same kernel answer.
+//! What both engines share that is not a decision: limits, the spare
+//! descriptor, and the words of the warnings the serving core asks for.
+//! The decisions themselves live in `flashpolicy_proto::serve`.
 
 use std::fs::File;
 use std::io;
 use std::sync::Once;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use slab::Slab;
-use tracing::{debug, warn};
+use flashpolicy_proto::serve::{AcceptErrorKind, AcceptErrorPlan};
+use tracing::{error, warn};
 
 use crate::shutdown::ReplyMailbox;
 
@@ -23,8 +23,15 @@ pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
 /// runs out of descriptors long before this.
 pub const MAX_CONNECTIONS_PER_WORKER: usize = 1 << 20;
 
-/// At most one warning of each kind per this interval.
-pub const WARN_INTERVAL: Duration = Duration::from_secs(10);
+/// Accepted connections that may wait for a slot (see
+/// `flashpolicy_proto::serve::admission`).
+pub const MAX_PARKED: usize = 64;
+
+/// Bytes per read. A request never needs more than
+/// [`flashpolicy_proto::request::MAX_REQUEST_LEN`]; a little more lets a
+/// client's whole first segment in without reading a flood.
+pub const RECV_LEN: usize = 64;
+const _: () = assert!(RECV_LEN >= flashpolicy_proto::request::MAX_REQUEST_LEN);
 
 /// The per-worker connection cap: `requested`, at least 1, at most
 /// [`MAX_CONNECTIONS_PER_WORKER`]. Clamping is logged once per process.
@@ -41,50 +48,13 @@ pub fn connection_cap(requested: usize) -> usize {
     requested.clamp(1, MAX_CONNECTIONS_PER_WORKER)
 }
 
-/// What to do about an error from `accept` (or from a multishot accept's
-/// completion).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AcceptError {
-    /// Nothing (more) queued.
-    Empty,
-    /// This one connection failed; try the next.
-    Retry,
-    /// Out of descriptors or memory: shed one with the spare and back off.
-    OutOfResources,
-    /// Anything else: warn (rate-limited) and back off rather than spin.
-    Other,
-}
-
-/// Classifies an accept error by its errno.
-pub fn classify_accept_error(errno: i32) -> AcceptError {
-    match errno {
-        libc::EAGAIN => AcceptError::Empty,
-        libc::EINTR => AcceptError::Retry,
-        // accept(2): errors already pending on the new socket, to be treated
-        // like EAGAIN by retrying; ECONNABORTED is a client that gave up.
-        libc::ECONNABORTED
-        | libc::EPROTO
-        | libc::EPERM
-        | libc::ENETDOWN
-        | libc::ENOPROTOOPT
-        | libc::EHOSTDOWN
-        | libc::ENONET
-        | libc::EHOSTUNREACH
-        | libc::EOPNOTSUPP
-        | libc::ENETUNREACH
-        | libc::ETIMEDOUT => AcceptError::Retry,
-        libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => AcceptError::OutOfResources,
-        _ => AcceptError::Other,
-    }
-}
-
-/// [`classify_accept_error`] for an `io::Error` from `accept`.
-pub fn accept_error(e: &io::Error) -> AcceptError {
+/// The errno of an `accept` error (`EAGAIN` for `WouldBlock`, `EIO` where
+/// the error carries none).
+pub fn accept_errno(e: &io::Error) -> i32 {
     if e.kind() == io::ErrorKind::WouldBlock {
-        return AcceptError::Empty;
+        return libc::EAGAIN;
     }
-    e.raw_os_error()
-        .map_or(AcceptError::Other, classify_accept_error)
+    e.raw_os_error().unwrap_or(libc::EIO)
 }
 
 /// The spare descriptor: sacrificed to accept (and close) one connection
@@ -108,27 +78,28 @@ pub fn shed_one(spare: &mut Option<File>, accept_and_close: impl FnOnce() -> boo
     shed
 }
 
-/// Rate limit for warnings: true (and records `now`) at most once per
-/// [`WARN_INTERVAL`].
-pub fn due(last: &mut Option<Instant>, now: Instant) -> bool {
-    match last {
-        Some(at) if now.saturating_duration_since(*at) < WARN_INTERVAL => false,
-        _ => {
-            *last = Some(now);
-            true
-        }
+/// Logs an accept error the serving core said to report.
+pub fn log_accept_error(id: usize, plan: &AcceptErrorPlan, errno: i32) {
+    if !plan.warn {
+        return;
+    }
+    let e = io::Error::from_raw_os_error(errno);
+    match plan.kind {
+        AcceptErrorKind::OutOfResources => warn!(
+            "worker {id}: accept: {e}; shedding connections until descriptors free up \
+             (raise `ulimit -n`?)"
+        ),
+        AcceptErrorKind::Refused => error!("worker {id}: accept refused: {e}"),
+        _ => warn!("worker {id}: accept: {e}; retrying after {ACCEPT_BACKOFF:?}"),
     }
 }
 
-/// A connection slot that knows which use of the slot it is.
-pub trait Generation {
-    /// The generation of this use of the slot.
-    fn generation(&self) -> u32;
-}
-
-/// Whether slot `key` still holds the use `generation` refers to.
-pub fn is_live<C: Generation>(conns: &Slab<C>, key: usize, generation: u32) -> bool {
-    conns.get(key).is_some_and(|c| c.generation() == generation)
+/// Logs that a worker reached its connection cap.
+pub fn log_full(id: usize, open: usize) {
+    warn!(
+        "worker {id}: {open} connections open (--max-connections); new clients wait in the \
+         accept queue"
+    );
 }
 
 /// After a wake-up (and after clearing the eventfd, so a reply put later
@@ -138,7 +109,7 @@ pub fn is_live<C: Generation>(conns: &Slab<C>, key: usize, generation: u32) -> b
 /// still point at it stay valid.
 pub fn adopt_new_reply(id: usize, mailbox: &ReplyMailbox, reply: &mut &'static [u8]) {
     if let Some(new) = mailbox.take() {
-        debug!(
+        tracing::debug!(
             "worker {id}: serving the reloaded policy ({} bytes)",
             new.len()
         );
@@ -151,38 +122,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn warnings_are_rate_limited() {
-        let t0 = Instant::now();
-        let mut last = None;
-        assert!(due(&mut last, t0));
-        assert!(!due(&mut last, t0 + WARN_INTERVAL / 2));
-        assert!(due(&mut last, t0 + WARN_INTERVAL));
-        assert!(!due(&mut last, t0 + WARN_INTERVAL));
-    }
-
-    #[test]
-    fn accept_errors_are_classified() {
-        assert_eq!(classify_accept_error(libc::EAGAIN), AcceptError::Empty);
+    fn accept_errnos() {
         assert_eq!(
-            accept_error(&io::Error::from(io::ErrorKind::WouldBlock)),
-            AcceptError::Empty
+            accept_errno(&io::Error::from(io::ErrorKind::WouldBlock)),
+            libc::EAGAIN
         );
-        for e in [
-            libc::EINTR,
-            libc::ECONNABORTED,
-            libc::EPROTO,
-            libc::ETIMEDOUT,
-        ] {
-            assert_eq!(classify_accept_error(e), AcceptError::Retry, "{e}");
-        }
-        for e in [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM] {
-            assert_eq!(classify_accept_error(e), AcceptError::OutOfResources, "{e}");
-        }
-        assert_eq!(classify_accept_error(libc::EIO), AcceptError::Other);
         assert_eq!(
-            accept_error(&io::Error::from_raw_os_error(libc::EMFILE)),
-            AcceptError::OutOfResources
+            accept_errno(&io::Error::from_raw_os_error(libc::EMFILE)),
+            libc::EMFILE
         );
+        assert_eq!(accept_errno(&io::Error::other("no errno")), libc::EIO);
     }
 
     #[test]
@@ -193,5 +142,16 @@ mod tests {
             connection_cap(MAX_CONNECTIONS_PER_WORKER + 1),
             MAX_CONNECTIONS_PER_WORKER
         );
+    }
+
+    #[test]
+    fn shedding_needs_the_spare_and_gives_it_back() {
+        let mut spare = open_spare();
+        assert!(spare.is_some());
+        assert!(shed_one(&mut spare, || true));
+        assert!(spare.is_some(), "the spare is reopened");
+        assert!(!shed_one(&mut spare, || false));
+        let mut none = None;
+        assert!(!shed_one(&mut none, || panic!("accepted without a spare")));
     }
 }

@@ -1,11 +1,11 @@
 //! The engines: per-thread loops that accept, read the request, send the one
-//! reply and close. Each engine is one module that only moves bytes; what the
-//! bytes mean comes from `flashpolicy_proto`.
+//! reply and close. Each engine only turns readiness events ([`epoll`]) or
+//! completions ([`uring`]) into calls of the serving core,
+//! `flashpolicy_proto::serve`, and moves the bytes it answers with.
 
 use std::fmt;
 use std::io;
 use std::net::TcpListener;
-use std::ops::AddAssign;
 use std::time::Duration;
 
 use crate::config::Backend;
@@ -39,35 +39,9 @@ pub struct WorkerCtx {
     pub send_zc: bool,
 }
 
-/// Per-worker counters, kept in the worker and summed at exit: no shared
-/// atomics on the per-connection path.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Stats {
-    /// Connections accepted.
-    pub accepted: u64,
-    /// Replies sent in full.
-    pub served: u64,
-    /// Connections closed because their bytes were not a policy request.
-    pub rejected: u64,
-    /// Connections closed by `--timeout`.
-    pub timed_out: u64,
-    /// Connections that failed with an I/O error (reset by the peer, etc.).
-    pub failed: u64,
-    /// Connections closed at once because a limit (`--max-connections`,
-    /// EMFILE/ENFILE) was reached.
-    pub shed: u64,
-}
-
-impl AddAssign for Stats {
-    fn add_assign(&mut self, o: Stats) {
-        self.accepted += o.accepted;
-        self.served += o.served;
-        self.rejected += o.rejected;
-        self.timed_out += o.timed_out;
-        self.failed += o.failed;
-        self.shed += o.shed;
-    }
-}
+/// Per-worker counters: how connections ended, counted by the worker alone
+/// and summed at exit.
+pub type Stats = flashpolicy_proto::serve::Tally;
 
 /// Runs one worker on `engine` (chosen once by [`resolve_backend`]) until
 /// shutdown has drained it.

@@ -25,16 +25,28 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest a server may take to start or to exit.
 pub const PROCESS_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Set to `1` (CI does) to make a refused io_uring fail the tests that need
+/// it instead of skipping them.
+pub const REQUIRE_URING_ENV: &str = "FLASHPOLICYD_REQUIRE_URING";
+
 /// The engines every behaviour test runs against: epoll always, uring where
 /// this kernel lets the server use io_uring (otherwise skipped, with the
-/// reason printed).
+/// reason printed, or a failure under `FLASHPOLICYD_REQUIRE_URING=1`).
 pub fn backends() -> Vec<&'static str> {
     let mut backends = vec!["epoll"];
     match uring_unavailable() {
         None => backends.push("uring"),
-        Some(why) => eprintln!("skipping the uring backend: {why}"),
+        Some(why) => skip_uring("the uring backend", &why),
     }
     backends
+}
+
+/// Says why a test skips io_uring, or panics if io_uring is required.
+pub fn skip_uring(what: &str, why: &str) {
+    if std::env::var_os(REQUIRE_URING_ENV).is_some_and(|v| v == "1") {
+        panic!("{REQUIRE_URING_ENV}=1, but io_uring is unavailable here: {why}");
+    }
+    eprintln!("{what}: skipped: io_uring is unavailable here: {why}");
 }
 
 /// Why `flashpolicyd --backend uring` cannot run here, or `None` if it can.
