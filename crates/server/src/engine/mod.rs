@@ -87,7 +87,7 @@ pub struct Resolved {
 
 /// Turns the requested backend into the one to run, probing io_uring once.
 ///
-/// `auto` picks io_uring when [`uring::probe`] succeeds and epoll otherwise;
+/// `auto` picks io_uring when the io_uring probe succeeds and epoll otherwise;
 /// `uring` on a kernel that refuses io_uring is an error (the message says
 /// why); `epoll` is taken as asked.
 pub fn resolve_backend(requested: Backend, send_zc: bool) -> Result<Resolved, String> {

@@ -7,16 +7,16 @@
 //! `Session` or of the worker's `Admission`, and their answers become
 //! submissions. One concept per file:
 //!
-//! * [`setup`]: building the ring (set-up flags and their fallbacks) and
+//! * `setup`: building the ring (set-up flags and their fallbacks) and
 //!   the start-up probe;
-//! * [`op`]: what each submission was, typed, in its `user_data`;
-//! * [`ring`]: submitting, waiting and reaping;
-//! * [`arena`]: the receive buffers;
-//! * [`accept`]: multishot accepts, pausing, parking, shedding, back-off
+//! * `op`: what each submission was, typed, in its `user_data`;
+//! * `ring`: submitting, waiting and reaping;
+//! * `arena`: the receive buffers;
+//! * `accept`: multishot accepts, pausing, parking, shedding, back-off
 //!   and the shutdown drain's last accepts;
-//! * [`conn`]: the connection path and the deadlines;
-//! * [`teardown`]: the drain barrier and a safe teardown;
-//! * [`worker`]: the worker's state, its lifecycle and its loop.
+//! * `conn`: the connection path and the deadlines;
+//! * `teardown`: the drain barrier and a safe teardown;
+//! * `worker`: the worker's state, its lifecycle and its loop.
 //!
 //! # A connection, in submissions
 //!
@@ -56,7 +56,7 @@
 //! the shared deadline queue, and the loop waits in `io_uring_enter` with
 //! `IORING_ENTER_EXT_ARG` and a timeout equal to the earliest deadline. A
 //! connection whose deadline passes has its socket shut down, which ends
-//! the operation in flight at once (see [`conn`]).
+//! the operation in flight at once (see `conn`).
 //!
 //! # Limits
 //!
@@ -88,7 +88,7 @@
 //!
 //! # Test hooks (environment variables)
 //!
-//! * `FLASHPOLICYD_FORCE_NO_URING=1`: [`probe`] fails, as on a kernel or
+//! * `FLASHPOLICYD_FORCE_NO_URING=1`: `probe` fails, as on a kernel or
 //!   container that refuses io_uring (`auto` then picks epoll).
 //! * `FLASHPOLICYD_URING_ENTRIES=N`: ring size (default 1024; the completion
 //!   queue is 4x), to overflow a tiny completion queue in tests.
