@@ -1,7 +1,9 @@
 //! The one response buffer: a policy document followed by exactly one NUL.
 //!
-//! Built once at start-up and shared read-only by every worker, so answering a
-//! connection never copies or allocates: each engine sends this same slice.
+//! Built once when a policy is loaded (at start-up, and again for each
+//! SIGHUP reload that changes it) and shared read-only by every worker, so
+//! answering a connection never copies or allocates: each engine sends this
+//! same slice.
 
 use std::fmt;
 
@@ -66,7 +68,10 @@ impl Reply {
 
     /// Gives the buffer a `'static` lifetime so every worker thread (and every
     /// in-flight io_uring submission) can point at it for the life of the
-    /// process. Called once at start-up.
+    /// process. Called once per distinct policy served: at start-up, and for
+    /// each reload that brings a policy not served before (the server keeps
+    /// one buffer per distinct reply; sends in flight may still point at an
+    /// old one, so none is ever freed).
     pub fn leak(self) -> &'static [u8] {
         Box::leak(self.bytes)
     }
