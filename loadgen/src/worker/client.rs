@@ -6,6 +6,7 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use flashpolicy_proto::serve::deadline_after;
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 
@@ -129,9 +130,11 @@ impl Worker {
             return;
         }
         entry.insert(conn);
-        self.timeouts.push(now + self.plan.config.timeout, key, gen);
+        self.timeouts
+            .push(deadline_after(now, self.plan.config.timeout), key, gen);
         if let Some(fb) = fallback {
-            self.fallbacks.push(client.origin + fb.after, key, gen);
+            self.fallbacks
+                .push(deadline_after(client.origin, fb.after), key, gen);
         }
         if client.scenario != Scenario::Idle {
             self.send_early(key, addr, Instant::now());
@@ -163,7 +166,7 @@ impl Worker {
                 if conn.scenario == Scenario::Slow && n > 0 && n < payload.len() {
                     conn.phase = Phase::Pausing;
                     let gen = conn.gen;
-                    let at = now + self.plan.config.slow_interval;
+                    let at = deadline_after(now, self.plan.config.slow_interval);
                     self.slow.push(at, key, gen);
                 } else {
                     self.send(key, now);
@@ -247,7 +250,7 @@ impl Worker {
                     if conn.scenario == Scenario::Slow && conn.sent < payload.len() {
                         conn.phase = Phase::Pausing;
                         let gen = conn.gen;
-                        self.slow.push(now + slow_interval, key, gen);
+                        self.slow.push(deadline_after(now, slow_interval), key, gen);
                         return true;
                     }
                 }

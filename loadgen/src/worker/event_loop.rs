@@ -6,12 +6,12 @@ use std::os::fd::AsRawFd;
 use std::sync::mpsc::Sender;
 use std::time::Instant;
 
+use flashpolicy_proto::serve::DeadlineQueue;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use super::client::Conn;
-use super::deadlines::Deadlines;
 use super::interval::Msg;
 use super::plan::{Plan, Share};
 use crate::check::Checker;
@@ -35,9 +35,9 @@ pub(super) struct Worker {
     pub(super) picker: Picker,
     pub(super) checker: Checker,
     pub(super) scratch: Box<[u8]>,
-    pub(super) timeouts: Deadlines,
-    pub(super) fallbacks: Deadlines,
-    pub(super) slow: Deadlines,
+    pub(super) timeouts: DeadlineQueue,
+    pub(super) fallbacks: DeadlineQueue,
+    pub(super) slow: DeadlineQueue,
     pub(super) sources: Vec<IpAddr>,
     pub(super) next_source: usize,
     pub(super) rec_start: Instant,
@@ -88,9 +88,9 @@ impl Worker {
             picker: cfg.mix.picker(),
             checker: Checker::new(cfg.expect.clone()),
             scratch: vec![0u8; SCRATCH].into_boxed_slice(),
-            timeouts: Deadlines::with_capacity(cap),
-            fallbacks: Deadlines::with_capacity(if cfg.fallback.is_some() { cap } else { 0 }),
-            slow: Deadlines::with_capacity(0),
+            timeouts: DeadlineQueue::with_capacity(cap),
+            fallbacks: DeadlineQueue::with_capacity(if cfg.fallback.is_some() { cap } else { 0 }),
+            slow: DeadlineQueue::with_capacity(0),
             sources: family,
             next_source,
             rec_start,
