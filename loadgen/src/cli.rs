@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::mix::{Mix, Scenario};
 use crate::schedule::Schedule;
 use crate::source::parse_sources;
+use crate::stats::ErrorKind;
 
 /// `flashpolicy-loadgen` command line.
 #[derive(Debug, Parser)]
@@ -153,7 +154,7 @@ pub struct RunArgs {
     pub max_inflight: Option<usize>,
 
     /// Write a JSON summary to FILE.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", long_help = json_help())]
     pub json: Option<PathBuf>,
 
     /// Write the good clients' total latency as an HdrHistogram .hgrm percentile distribution (milliseconds).
@@ -171,6 +172,16 @@ pub struct RunArgs {
     /// Do not print the text report.
     #[arg(short = 'q', long)]
     pub quiet: bool,
+}
+
+/// `--json`'s long help, naming the error kinds its `errors` object counts.
+fn json_help() -> String {
+    let kinds: Vec<&str> = ErrorKind::ALL.iter().map(|k| k.name()).collect();
+    format!(
+        "Write a JSON summary to FILE. Its \"errors\" object counts the good \
+         clients' failures by kind: {}.",
+        kinds.join(", ")
+    )
 }
 
 /// Closed or open loop.
@@ -398,6 +409,15 @@ mod tests {
         );
         let c = cfg(&["-c", "2", "-t", "8", "127.0.0.1:1"]).expect("valid");
         assert_eq!(c.threads, 2);
+    }
+
+    #[test]
+    fn json_help_names_every_error_kind() {
+        let mut cmd = <Cli as clap::CommandFactory>::command();
+        let help = cmd.render_long_help().to_string();
+        for k in ErrorKind::ALL {
+            assert!(help.contains(k.name()), "{k} missing from --help");
+        }
     }
 
     #[test]

@@ -208,9 +208,7 @@ pub fn merge(paths: &[impl AsRef<Path>]) -> Result<Merged, String> {
                         "errors" => {
                             for kv in v.split(',') {
                                 if let Some((ek, n)) = kv.split_once(':') {
-                                    if let Some(kind) =
-                                        ErrorKind::ALL.iter().find(|k| k.name() == ek)
-                                    {
+                                    if let Some(kind) = ErrorKind::from_name(ek) {
                                         errors[kind.index()] += n.parse::<u64>().unwrap_or(0);
                                     }
                                 }

@@ -36,6 +36,10 @@ pub fn add(dst: &mut Histogram<u64>, src: &Histogram<u64>) -> Result<(), String>
 }
 
 /// How a connection failed.
+///
+/// This enum is the one list of error kinds: [`ErrorKind::ALL`] and
+/// [`ErrorKind::name`] give the report order and the names used as JSON
+/// keys, in the text report, in the `--log` summary line and in the help.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     /// Refused or unreachable.
@@ -85,9 +89,20 @@ impl ErrorKind {
         }
     }
 
+    /// The kind whose [`ErrorKind::name`] is `name`.
+    pub fn from_name(name: &str) -> Option<ErrorKind> {
+        ErrorKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
     /// Position in [`ErrorKind::ALL`].
     pub fn index(self) -> usize {
         self as usize
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -251,5 +266,46 @@ impl Stats {
 impl Default for Stats {
     fn default() -> Self {
         Stats::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_is_listed_once_at_its_index() {
+        for (i, k) in ErrorKind::ALL.into_iter().enumerate() {
+            assert_eq!(k.index(), i, "{k}");
+            assert_eq!(ErrorKind::from_name(k.name()), Some(k));
+        }
+        assert_eq!(ErrorKind::from_name("nonsense"), None);
+    }
+
+    /// Scripts read these names as JSON keys: renaming one breaks them, so
+    /// a rename must be deliberate.
+    #[test]
+    fn names_are_a_contract() {
+        let names: Vec<&str> = ErrorKind::ALL.iter().map(|k| k.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "connect",
+                "reset",
+                "timeout",
+                "bad_response",
+                "ports_exhausted",
+                "local_limit",
+                "io"
+            ]
+        );
+    }
+
+    #[test]
+    fn usage_documents_every_kind() {
+        let usage = include_str!("../USAGE.md");
+        for k in ErrorKind::ALL {
+            assert!(usage.contains(&format!("`{k}`")), "USAGE.md lacks `{k}`");
+        }
     }
 }
