@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use hdrhistogram::Histogram;
+use hdrhistogram::{AdditionError, Histogram};
 
 use crate::mix::Scenario;
 
@@ -28,11 +28,26 @@ pub fn record(h: &mut Histogram<u64>, d: Duration) {
     h.saturating_record(us.min(MAX_LATENCY_US));
 }
 
+/// Two histograms that cannot be added up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MergeError(pub AdditionError);
+
+impl std::fmt::Display for MergeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot merge histograms: {:?}", self.0)
+    }
+}
+
+impl std::error::Error for MergeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
 /// Adds `src` into `dst` (same bounds, so this cannot fail; a mismatch from
 /// a foreign log is reported).
-pub fn add(dst: &mut Histogram<u64>, src: &Histogram<u64>) -> Result<(), String> {
-    dst.add(src)
-        .map_err(|e| format!("cannot merge histograms: {e:?}"))
+pub fn add(dst: &mut Histogram<u64>, src: &Histogram<u64>) -> Result<(), MergeError> {
+    dst.add(src).map_err(MergeError)
 }
 
 /// How a connection failed.
@@ -128,7 +143,7 @@ impl Latencies {
     }
 
     /// Adds another set.
-    pub fn add(&mut self, other: &Latencies) -> Result<(), String> {
+    pub fn add(&mut self, other: &Latencies) -> Result<(), MergeError> {
         add(&mut self.connect, &other.connect)?;
         add(&mut self.first_byte, &other.first_byte)?;
         add(&mut self.total, &other.total)
@@ -200,7 +215,7 @@ impl ScenarioStats {
     }
 
     /// Adds another thread's counts.
-    pub fn add(&mut self, o: &ScenarioStats) -> Result<(), String> {
+    pub fn add(&mut self, o: &ScenarioStats) -> Result<(), MergeError> {
         self.started += o.started;
         self.ok += o.ok;
         self.fell_back += o.fell_back;
@@ -247,7 +262,7 @@ impl Stats {
     }
 
     /// Adds another thread's results.
-    pub fn add(&mut self, o: &Stats) -> Result<(), String> {
+    pub fn add(&mut self, o: &Stats) -> Result<(), MergeError> {
         for (a, b) in self.by_scenario.iter_mut().zip(&o.by_scenario) {
             a.add(b)?;
         }
