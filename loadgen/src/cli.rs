@@ -149,6 +149,16 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "100ms")]
     pub slow_interval: Duration,
 
+    /// After a client's TCP handshake completes, wait this long before
+    /// sending its request. 0s (the default) sends at once, in the same
+    /// turn as connect when the handshake is already done (as on
+    /// loopback); a real client on a real network sends some tens of
+    /// microseconds after the handshake, and independent clients one event
+    /// loop turn later. Latency still counts from the (intended) start;
+    /// the delay counts against --timeout.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "0s")]
+    pub send_delay: Duration,
+
     /// Open loop: most connections open at once (default: what the descriptor
     /// limit allows). Connections over it wait, and their wait counts as latency.
     #[arg(long, value_name = "N")]
@@ -334,6 +344,8 @@ pub struct RunConfig {
     pub mix: Mix,
     /// Gap between a slow client's bytes.
     pub slow_interval: Duration,
+    /// Wait between a client's handshake and its request.
+    pub send_delay: Duration,
     /// Open loop: cap on connections open at once (whole process).
     pub max_inflight: Option<usize>,
     /// Outputs.
@@ -433,6 +445,7 @@ impl RunConfig {
             fallback,
             mix,
             slow_interval: a.slow_interval,
+            send_delay: a.send_delay,
             max_inflight: a.max_inflight,
             json: a.json,
             hgrm: a.hgrm,
@@ -510,6 +523,10 @@ mod tests {
                 after: Duration::from_secs(3)
             })
         );
+        assert_eq!(c.send_delay, Duration::ZERO);
+        let c = cfg(&["--send-delay", "50us", "127.0.0.1:1"]).expect("valid");
+        assert_eq!(c.send_delay, Duration::from_micros(50));
+        assert!(cfg(&["--send-delay", "50", "127.0.0.1:1"]).is_err());
         let c = cfg(&["-c", "2", "-t", "8", "127.0.0.1:1"]).expect("valid");
         assert_eq!(c.threads, 2);
     }

@@ -392,6 +392,7 @@ impl Merged {
             cpu: None,
             elapsed: None,
             fallback: false,
+            send_delay: None,
         }
     }
 }

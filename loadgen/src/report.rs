@@ -36,6 +36,8 @@ pub struct Summary {
     pub elapsed: Option<Duration>,
     /// `--flash-fallback` was given.
     pub fallback: bool,
+    /// `--send-delay` (`None` for `merge`, which does not know it).
+    pub send_delay: Option<Duration>,
 }
 
 impl Summary {
@@ -348,6 +350,10 @@ pub fn json(s: &Summary) -> Value {
         if let Some(e) = s.elapsed {
             m.insert("elapsed_s".into(), json!(e.as_secs_f64()));
         }
+        if let Some(d) = s.send_delay {
+            // Exact for any delay below 104 days (2^53 ns).
+            m.insert("send_delay_us".into(), json!(d.as_nanos() as f64 / 1000.0));
+        }
     }
     v
 }
@@ -477,6 +483,7 @@ mod tests {
             }),
             elapsed: None,
             fallback: false,
+            send_delay: Some(Duration::from_micros(50)),
         };
         let v = json(&s);
         let mut s = s;
@@ -516,5 +523,6 @@ mod tests {
             }
         }
         assert_eq!(v["mode"], json!("open"));
+        assert_eq!(v["send_delay_us"], json!(50.0));
     }
 }

@@ -321,6 +321,7 @@ pub fn run(cfg: RunConfig) -> Result<Summary, RunError> {
         cpu: Some(cpu),
         elapsed: Some(elapsed),
         fallback: cfg.fallback.is_some(),
+        send_delay: Some(cfg.send_delay),
     };
     if let Some(log) = log {
         log.finish(&summary).map_err(RunError::LogWrite)?;
@@ -342,13 +343,18 @@ fn describe(cfg: &RunConfig) -> String {
     } else {
         format!(" after {:?} warm-up", cfg.warmup)
     };
+    let send_delay = if cfg.send_delay.is_zero() {
+        String::new()
+    } else {
+        format!(", send delay {:?}", cfg.send_delay)
+    };
     let target = if cfg.target_text == cfg.target.to_string() {
         cfg.target_text.clone()
     } else {
         format!("{} ({})", cfg.target_text, cfg.target)
     };
     format!(
-        "flashpolicy-loadgen: {load} {stop}{warm}, {} thread{}, mix {}, target {target}",
+        "flashpolicy-loadgen: {load} {stop}{warm}, {} thread{}, mix {}{send_delay}, target {target}",
         cfg.threads,
         if cfg.threads == 1 { "" } else { "s" },
         cfg.mix,

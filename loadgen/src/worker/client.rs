@@ -26,6 +26,8 @@ pub const GARBAGE: &[u8] = b"GET /crossdomain.xml HTTP/1.1\r\nHost: flashpolicy\
 pub(super) enum Phase {
     /// Waiting for the handshake.
     Connecting,
+    /// Connected, waiting `--send-delay` before sending.
+    Delaying,
     /// Sending the payload.
     Sending,
     /// Slow client between two bytes.
@@ -136,7 +138,9 @@ impl Worker {
             self.fallbacks
                 .push(deadline_after(client.origin, fb.after), key, gen);
         }
-        if client.scenario != Scenario::Idle {
+        // With --send-delay, the client waits for the handshake (the
+        // socket turning writable) and then the delay instead.
+        if client.scenario != Scenario::Idle && self.plan.config.send_delay.is_zero() {
             self.send_early(key, addr, Instant::now());
         }
     }
@@ -202,17 +206,17 @@ impl Worker {
                 return;
             }
             conn.connected_at = now;
+            let delay = self.plan.config.send_delay;
             if conn.scenario == Scenario::Idle {
                 conn.phase = Phase::Receiving;
-            } else {
-                conn.phase = Phase::Sending;
-                if conn.scenario == Scenario::Slow {
-                    // Each byte in its own segment.
-                    let _ = conn.stream.set_nodelay(true);
-                }
-                if !self.send(key, now) {
-                    return;
-                }
+            } else if !delay.is_zero() {
+                // Send later: the event loop wakes for it (timerfd), and
+                // nothing per connection but a queue entry is armed.
+                conn.phase = Phase::Delaying;
+                let gen = conn.gen;
+                self.send_delays.push(deadline_after(now, delay), key, gen);
+            } else if !self.start_sending(key, now) {
+                return;
             }
         } else if writable && conn.phase == Phase::Sending && !self.send(key, now) {
             return;
@@ -227,6 +231,20 @@ impl Worker {
             (Some(c), Some(fb)) if c.fallback_attempt => fb.addr,
             _ => self.plan.config.target,
         }
+    }
+
+    /// The connection is up (and `--send-delay` has passed): sends the
+    /// first bytes. Returns false when the connection is gone.
+    pub(super) fn start_sending(&mut self, key: usize, now: Instant) -> bool {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false;
+        };
+        conn.phase = Phase::Sending;
+        if conn.scenario == Scenario::Slow {
+            // Each byte in its own segment.
+            let _ = conn.stream.set_nodelay(true);
+        }
+        self.send(key, now)
     }
 
     /// Sends what the client has to send now. Returns false when the

@@ -1,5 +1,5 @@
 //! The worker's deadlines (`--timeout`, `--fallback-after`, a slow client's
-//! next byte) and what happens when one expires.
+//! next byte, `--send-delay`) and what happens when one expires.
 //!
 //! Each kind has its own [`DeadlineQueue`](flashpolicy_proto::serve::DeadlineQueue)
 //! (the one the server uses too): every deadline of a queue is the same
@@ -13,20 +13,16 @@
 
 use std::time::Instant;
 
-use flashpolicy_proto::serve::Deadline;
-
 use super::classify::NoPolicyWithin;
+use super::client::Phase;
 use super::event_loop::Worker;
 use super::outcome::Outcome;
 use crate::stats::ErrorKind;
 
 impl Worker {
     pub(super) fn expire(&mut self, now: Instant) {
-        while let Some(Deadline {
-            key, generation, ..
-        }) = self.fallbacks.pop_due(now)
-        {
-            if self.live(key, generation) {
+        while let Some(d) = self.fallbacks.pop_due(now) {
+            if self.live(d.key, d.generation) {
                 let fb = self
                     .plan
                     .config
@@ -34,29 +30,37 @@ impl Worker {
                     .map(|f| f.after)
                     .unwrap_or_default();
                 let why = NoPolicyWithin(fb);
-                self.conclude(key, Outcome::Failed(ErrorKind::Timeout, &why), now);
+                self.conclude(d.key, Outcome::Failed(ErrorKind::Timeout, &why), now);
             }
         }
-        while let Some(Deadline {
-            key, generation, ..
-        }) = self.timeouts.pop_due(now)
-        {
-            if self.live(key, generation) {
+        while let Some(d) = self.timeouts.pop_due(now) {
+            if self.live(d.key, d.generation) {
                 let why = NoPolicyWithin(self.plan.config.timeout);
-                self.conclude(key, Outcome::Failed(ErrorKind::Timeout, &why), now);
+                self.conclude(d.key, Outcome::Failed(ErrorKind::Timeout, &why), now);
             }
         }
-        while let Some(Deadline {
-            key, generation, ..
-        }) = self.slow.pop_due(now)
-        {
-            if self.live(key, generation) {
-                self.send(key, now);
+        while let Some(d) = self.slow.pop_due(now) {
+            if self.live(d.key, d.generation) {
+                self.send(d.key, now);
+            }
+        }
+        while let Some(d) = self.send_delays.pop_due(now) {
+            let delaying = self
+                .conns
+                .get(d.key)
+                .is_some_and(|c| c.gen == d.generation && c.phase == Phase::Delaying);
+            if delaying {
+                self.start_sending(d.key, now);
             }
         }
         let conns = &self.conns;
         let is_live = |key: usize, gen: u32| conns.get(key).is_some_and(|c| c.gen == gen);
-        for q in [&mut self.timeouts, &mut self.fallbacks, &mut self.slow] {
+        for q in [
+            &mut self.timeouts,
+            &mut self.fallbacks,
+            &mut self.slow,
+            &mut self.send_delays,
+        ] {
             q.compact(conns.len(), is_live);
         }
     }
@@ -76,7 +80,7 @@ mod tests {
     use crate::check::ReplyState;
     use crate::cli::{Cli, RunConfig};
     use crate::mix::Scenario;
-    use crate::worker::client::{Conn, Phase};
+    use crate::worker::client::Conn;
     use crate::worker::plan::{Plan, Share};
 
     fn worker() -> Worker {
@@ -121,7 +125,12 @@ mod tests {
             fallback_attempt: false,
             reply: ReplyState::for_target(0),
         });
-        for q in [&mut w.timeouts, &mut w.fallbacks, &mut w.slow] {
+        for q in [
+            &mut w.timeouts,
+            &mut w.fallbacks,
+            &mut w.slow,
+            &mut w.send_delays,
+        ] {
             q.push(far, live, gen);
         }
         let mut peak = 0;
@@ -133,15 +142,28 @@ mod tests {
             } else {
                 (live + 1 + (i as usize % 7), i)
             };
-            for q in [&mut w.timeouts, &mut w.fallbacks, &mut w.slow] {
+            for q in [
+                &mut w.timeouts,
+                &mut w.fallbacks,
+                &mut w.slow,
+                &mut w.send_delays,
+            ] {
                 q.push(far, key, g);
             }
             w.expire(now);
-            peak = peak.max(w.timeouts.len().max(w.fallbacks.len()).max(w.slow.len()));
+            peak = [&w.timeouts, &w.fallbacks, &w.slow, &w.send_delays]
+                .iter()
+                .map(|q| q.len())
+                .fold(peak, usize::max);
         }
         assert!(peak <= 2 + COMPACT_SLACK + 1, "peak {peak}");
         // The live connection's entries are all still there.
-        for q in [&mut w.timeouts, &mut w.fallbacks, &mut w.slow] {
+        for q in [
+            &mut w.timeouts,
+            &mut w.fallbacks,
+            &mut w.slow,
+            &mut w.send_delays,
+        ] {
             let mut left = Vec::new();
             while let Some(d) = q.pop_due(far) {
                 if (d.key, d.generation) == (live, gen) {

@@ -38,6 +38,8 @@ pub(super) struct Worker {
     pub(super) timeouts: DeadlineQueue,
     pub(super) fallbacks: DeadlineQueue,
     pub(super) slow: DeadlineQueue,
+    /// `--send-delay`: connected clients waiting to send.
+    pub(super) send_delays: DeadlineQueue,
     pub(super) sources: Vec<IpAddr>,
     pub(super) next_source: usize,
     pub(super) rec_start: Instant,
@@ -91,6 +93,11 @@ impl Worker {
             timeouts: DeadlineQueue::with_capacity(cap),
             fallbacks: DeadlineQueue::with_capacity(if cfg.fallback.is_some() { cap } else { 0 }),
             slow: DeadlineQueue::with_capacity(0),
+            send_delays: DeadlineQueue::with_capacity(if cfg.send_delay.is_zero() {
+                0
+            } else {
+                cap
+            }),
             sources: family,
             next_source,
             rec_start,
@@ -130,18 +137,25 @@ impl Worker {
                 self.timeouts.next(),
                 self.fallbacks.next(),
                 self.slow.next(),
+                self.send_delays.next(),
                 Some(self.next_tick()),
             ]
             .into_iter()
             .flatten()
             .min();
             let now = Instant::now();
-            if let Some(start) = next_start {
-                // The epoll timeout has millisecond granularity; the timerfd
-                // wakes us on the microsecond for the next scheduled start.
-                if start > now && armed != Some(start) {
-                    timer.arm_after(start - now)?;
-                    armed = Some(start);
+            // The epoll timeout has millisecond granularity; the timerfd
+            // wakes us on the microsecond for the next scheduled start or
+            // the next `--send-delay` (one timer per thread, re-armed at
+            // most once a turn, never one per connection).
+            let precise = [next_start, self.send_delays.next()]
+                .into_iter()
+                .flatten()
+                .min();
+            if let Some(at) = precise {
+                if at > now && armed != Some(at) {
+                    timer.arm_after(at - now)?;
+                    armed = Some(at);
                 }
             }
             let timeout = wake.map(|w| w.saturating_duration_since(now));
