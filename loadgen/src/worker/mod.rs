@@ -1,9 +1,9 @@
 //! One load-generating thread: its own mio event loop, a slab of client
 //! state machines, deadline queues, and its own histograms.
 //!
-//! A client (Flash Player) goes: connect (non-blocking) -> writable: send the
-//! request -> readable: read until the server closes -> check the reply ->
-//! close. With `--flash-fallback`, a client whose first attempt gives no
+//! A client (Flash Player) goes: connect (non-blocking) -> writable (and,
+//! with `--send-delay`, that long after): send the request -> readable: read
+//! until the server closes -> check the reply -> close. With `--flash-fallback`, a client whose first attempt gives no
 //! valid policy in time tries again on the fallback port.
 //!
 //! Nothing on this path allocates or locks per connection: the slab and the
