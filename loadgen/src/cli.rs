@@ -1,5 +1,6 @@
 //! The command line, and its translation into one validated [`RunConfig`].
 
+use std::fmt;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
@@ -9,8 +10,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::mix::{Mix, Scenario};
-use crate::schedule::Schedule;
-use crate::source::parse_sources;
+use crate::schedule::{RateError, Schedule};
+use crate::source::{parse_sources, SourceError};
+use crate::stats::ErrorKind;
 
 /// `flashpolicy-loadgen` command line.
 #[derive(Debug, Parser)]
@@ -147,13 +149,23 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "100ms")]
     pub slow_interval: Duration,
 
+    /// After a client's TCP handshake completes, wait this long before
+    /// sending its request. 0s (the default) sends at once, in the same
+    /// turn as connect when the handshake is already done (as on
+    /// loopback); a real client on a real network sends some tens of
+    /// microseconds after the handshake, and independent clients one event
+    /// loop turn later. Latency still counts from the (intended) start;
+    /// the delay counts against --timeout.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "0s")]
+    pub send_delay: Duration,
+
     /// Open loop: most connections open at once (default: what the descriptor
     /// limit allows). Connections over it wait, and their wait counts as latency.
     #[arg(long, value_name = "N")]
     pub max_inflight: Option<usize>,
 
     /// Write a JSON summary to FILE.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", long_help = json_help())]
     pub json: Option<PathBuf>,
 
     /// Write the good clients' total latency as an HdrHistogram .hgrm percentile distribution (milliseconds).
@@ -171,6 +183,95 @@ pub struct RunArgs {
     /// Do not print the text report.
     #[arg(short = 'q', long)]
     pub quiet: bool,
+}
+
+/// Why the options do not describe a load test that can run (a usage
+/// error: exit status 2).
+#[derive(Debug)]
+pub enum ConfigError {
+    /// No ADDR.
+    NoTarget,
+    /// ADDR did not resolve.
+    Resolve {
+        /// ADDR as given.
+        target: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// ADDR resolved to nothing.
+    NoAddress(String),
+    /// A bad `--rate`.
+    Rate(RateError),
+    /// `--connections 0`.
+    ZeroConnections,
+    /// `--count 0`.
+    ZeroCount,
+    /// `--duration 0s`.
+    ZeroDuration,
+    /// `--timeout 0s`.
+    ZeroTimeout,
+    /// The `--expect` file could not be read.
+    Expect {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A bad `--source` list.
+    Source(SourceError),
+    /// `--source` names no address of the target's family.
+    SourceFamily(SocketAddr),
+    /// `--max-inflight 0`.
+    ZeroMaxInflight,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::NoTarget => f.write_str("the target ADDR (HOST:PORT) is required"),
+            ConfigError::Resolve { target, source } => write!(
+                f,
+                "{target}: {source} (expected HOST:PORT, e.g. 127.0.0.1:843)"
+            ),
+            ConfigError::NoAddress(target) => write!(f, "{target}: no address"),
+            ConfigError::Rate(e) => e.fmt(f),
+            ConfigError::ZeroConnections => f.write_str("--connections must be at least 1"),
+            ConfigError::ZeroCount => f.write_str("--count must be at least 1"),
+            ConfigError::ZeroDuration => f.write_str("--duration must be above 0"),
+            ConfigError::ZeroTimeout => f.write_str("--timeout must be above 0"),
+            ConfigError::Expect { path, source } => {
+                write!(f, "--expect {}: {source}", path.display())
+            }
+            ConfigError::Source(e) => write!(f, "--source: {e}"),
+            ConfigError::SourceFamily(target) => {
+                write!(f, "--source: no address of the target's family ({target})")
+            }
+            ConfigError::ZeroMaxInflight => f.write_str("--max-inflight must be at least 1"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConfigError::Resolve { source, .. } | ConfigError::Expect { source, .. } => {
+                Some(source)
+            }
+            ConfigError::Rate(e) => Some(e),
+            ConfigError::Source(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// `--json`'s long help, naming the error kinds its `errors` object counts.
+fn json_help() -> String {
+    let kinds: Vec<&str> = ErrorKind::ALL.iter().map(|k| k.name()).collect();
+    format!(
+        "Write a JSON summary to FILE. Its \"errors\" object counts the good \
+         clients' failures by kind: {}.",
+        kinds.join(", ")
+    )
 }
 
 /// Closed or open loop.
@@ -243,6 +344,8 @@ pub struct RunConfig {
     pub mix: Mix,
     /// Gap between a slow client's bytes.
     pub slow_interval: Duration,
+    /// Wait between a client's handshake and its request.
+    pub send_delay: Duration,
     /// Open loop: cap on connections open at once (whole process).
     pub max_inflight: Option<usize>,
     /// Outputs.
@@ -259,32 +362,31 @@ pub struct RunConfig {
 
 impl RunConfig {
     /// Checks and resolves the options.
-    pub fn from_args(a: RunArgs) -> Result<RunConfig, String> {
-        let target_text = a
-            .target
-            .ok_or_else(|| "the target ADDR (HOST:PORT) is required".to_string())?;
+    pub fn from_args(a: RunArgs) -> Result<RunConfig, ConfigError> {
+        let target_text = a.target.ok_or(ConfigError::NoTarget)?;
         let target = resolve(&target_text)?;
         let load = match a.rate {
             Some(rate) => Load::Open {
-                schedule: Schedule::new(rate, a.ramp.unwrap_or(Duration::ZERO))?,
+                schedule: Schedule::new(rate, a.ramp.unwrap_or(Duration::ZERO))
+                    .map_err(ConfigError::Rate)?,
             },
             None => {
                 let connections = a.connections.unwrap_or(10);
                 if connections == 0 {
-                    return Err("--connections must be at least 1".into());
+                    return Err(ConfigError::ZeroConnections);
                 }
                 Load::Closed { connections }
             }
         };
         let stop = match (a.count, a.duration) {
-            (Some(0), _) => return Err("--count must be at least 1".into()),
+            (Some(0), _) => return Err(ConfigError::ZeroCount),
             (Some(n), _) => Stop::Count(n),
-            (None, Some(d)) if d.is_zero() => return Err("--duration must be above 0".into()),
+            (None, Some(d)) if d.is_zero() => return Err(ConfigError::ZeroDuration),
             (None, Some(d)) => Stop::After(d),
             (None, None) => Stop::After(Duration::from_secs(10)),
         };
         if a.timeout.is_zero() {
-            return Err("--timeout must be above 0".into());
+            return Err(ConfigError::ZeroTimeout);
         }
         let mut threads = a
             .threads
@@ -297,8 +399,10 @@ impl RunConfig {
         }
         let expect = match &a.expect {
             Some(path) => {
-                let mut bytes =
-                    std::fs::read(path).map_err(|e| format!("--expect {}: {e}", path.display()))?;
+                let mut bytes = std::fs::read(path).map_err(|source| ConfigError::Expect {
+                    path: path.clone(),
+                    source,
+                })?;
                 if bytes.last() != Some(&0) {
                     bytes.push(0);
                 }
@@ -308,11 +412,9 @@ impl RunConfig {
         };
         let sources = match &a.source {
             Some(spec) => {
-                let s = parse_sources(spec).map_err(|e| format!("--source: {e}"))?;
+                let s = parse_sources(spec).map_err(ConfigError::Source)?;
                 if !s.iter().any(|ip| ip.is_ipv4() == target.is_ipv4()) {
-                    return Err(format!(
-                        "--source: no address of the target's family ({target})"
-                    ));
+                    return Err(ConfigError::SourceFamily(target));
                 }
                 s
             }
@@ -328,7 +430,7 @@ impl RunConfig {
             (None, None) => Mix::only(Scenario::Good),
         };
         if a.max_inflight == Some(0) {
-            return Err("--max-inflight must be at least 1".into());
+            return Err(ConfigError::ZeroMaxInflight);
         }
         Ok(RunConfig {
             target,
@@ -343,6 +445,7 @@ impl RunConfig {
             fallback,
             mix,
             slow_interval: a.slow_interval,
+            send_delay: a.send_delay,
             max_inflight: a.max_inflight,
             json: a.json,
             hgrm: a.hgrm,
@@ -353,25 +456,49 @@ impl RunConfig {
     }
 }
 
-fn resolve(text: &str) -> Result<SocketAddr, String> {
+fn resolve(text: &str) -> Result<SocketAddr, ConfigError> {
     if let Ok(a) = text.parse::<SocketAddr>() {
         return Ok(a);
     }
     text.to_socket_addrs()
-        .map_err(|e| format!("{text}: {e} (expected HOST:PORT, e.g. 127.0.0.1:843)"))?
+        .map_err(|source| ConfigError::Resolve {
+            target: text.to_string(),
+            source,
+        })?
         .next()
-        .ok_or_else(|| format!("{text}: no address"))
+        .ok_or_else(|| ConfigError::NoAddress(text.to_string()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn cfg(args: &[&str]) -> Result<RunConfig, String> {
+    fn cfg(args: &[&str]) -> Result<RunConfig, Box<dyn std::error::Error>> {
         let mut v = vec!["flashpolicy-loadgen"];
         v.extend_from_slice(args);
-        let cli = Cli::try_parse_from(v).map_err(|e| e.to_string())?;
-        RunConfig::from_args(cli.run)
+        let cli = Cli::try_parse_from(v)?;
+        Ok(RunConfig::from_args(cli.run)?)
+    }
+
+    #[test]
+    fn config_errors_say_which_option() {
+        let err = |args: &[&str]| cfg(args).err().map(|e| e.to_string()).unwrap_or_default();
+        assert_eq!(
+            err(&["--rate", "0", "127.0.0.1:1"]),
+            "--rate must be above 0 (got 0)"
+        );
+        assert_eq!(
+            err(&["--timeout", "0s", "127.0.0.1:1"]),
+            "--timeout must be above 0"
+        );
+        assert_eq!(
+            err(&["--source", "::1", "127.0.0.1:1"]),
+            "--source: no address of the target's family (127.0.0.1:1)"
+        );
+        assert_eq!(
+            err(&["--source", "127.0.0.9-127.0.0.2", "127.0.0.1:1"]),
+            "--source: \"127.0.0.9-127.0.0.2\": the range runs backwards"
+        );
     }
 
     #[test]
@@ -396,8 +523,21 @@ mod tests {
                 after: Duration::from_secs(3)
             })
         );
+        assert_eq!(c.send_delay, Duration::ZERO);
+        let c = cfg(&["--send-delay", "50us", "127.0.0.1:1"]).expect("valid");
+        assert_eq!(c.send_delay, Duration::from_micros(50));
+        assert!(cfg(&["--send-delay", "50", "127.0.0.1:1"]).is_err());
         let c = cfg(&["-c", "2", "-t", "8", "127.0.0.1:1"]).expect("valid");
         assert_eq!(c.threads, 2);
+    }
+
+    #[test]
+    fn json_help_names_every_error_kind() {
+        let mut cmd = <Cli as clap::CommandFactory>::command();
+        let help = cmd.render_long_help().to_string();
+        for k in ErrorKind::ALL {
+            assert!(help.contains(k.name()), "{k} missing from --help");
+        }
     }
 
     #[test]

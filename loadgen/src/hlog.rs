@@ -10,16 +10,17 @@
 //! carries the counts that histograms cannot, so `merge` can add errors up.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use hdrhistogram::serialization::interval_log::{
-    IntervalLogIterator, IntervalLogWriterBuilder, LogEntry, Tag,
+    IntervalLogIterator, IntervalLogWriterBuilder, LogEntry, LogIteratorError, Tag,
 };
-use hdrhistogram::serialization::{Deserializer, V2DeflateSerializer};
-use hdrhistogram::Histogram;
+use hdrhistogram::serialization::{DeserializeError, Deserializer, V2DeflateSerializer};
+use hdrhistogram::{AdditionError, Histogram};
 
 use crate::mix::Scenario;
 use crate::report::Summary;
@@ -97,8 +98,99 @@ impl Writer {
     }
 }
 
+/// A byte that is not in the standard base64 alphabet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Base64Error {
+    /// The byte.
+    pub byte: u8,
+}
+
+impl fmt::Display for Base64Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid base64 byte {:?}", char::from(self.byte))
+    }
+}
+
+impl std::error::Error for Base64Error {}
+
+/// Why `merge` could not read or combine the logs.
+#[derive(Debug)]
+pub enum HlogError {
+    /// A file could not be read.
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// A file is not an interval log.
+    NotALog {
+        /// The file.
+        path: PathBuf,
+        /// Where parsing failed.
+        source: LogIteratorError,
+    },
+    /// An interval's histogram is not base64.
+    Base64 {
+        /// The file.
+        path: PathBuf,
+        /// The bad byte.
+        source: Base64Error,
+    },
+    /// An interval's histogram does not decode.
+    Histogram {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: DeserializeError,
+    },
+    /// An interval's histogram cannot be added to the others.
+    Add {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: AdditionError,
+    },
+    /// The combined histogram of a tag does not fit the report's bounds.
+    Tag {
+        /// The tag (`total`, `connect`, `first_byte`).
+        tag: &'static str,
+        /// Why.
+        source: AdditionError,
+    },
+}
+
+impl fmt::Display for HlogError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HlogError::Read { path, source } => write!(f, "{}: {source}", path.display()),
+            HlogError::NotALog { path, source } => {
+                write!(f, "{}: not an interval log ({source:?})", path.display())
+            }
+            HlogError::Base64 { path, source } => write!(f, "{}: {source}", path.display()),
+            HlogError::Histogram { path, source } => {
+                write!(f, "{}: bad histogram: {source:?}", path.display())
+            }
+            HlogError::Add { path, source } => write!(f, "{}: {source:?}", path.display()),
+            HlogError::Tag { tag, source } => write!(f, "{tag}: {source:?}"),
+        }
+    }
+}
+
+impl std::error::Error for HlogError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            HlogError::Read { source, .. } => Some(source),
+            HlogError::NotALog { .. } => None,
+            HlogError::Base64 { source, .. } => Some(source),
+            HlogError::Histogram { source, .. } => Some(source),
+            HlogError::Add { source, .. } | HlogError::Tag { source, .. } => Some(source),
+        }
+    }
+}
+
 /// Decodes standard base64 (with or without padding).
-pub fn base64_decode(text: &str) -> Result<Vec<u8>, String> {
+pub fn base64_decode(text: &str) -> Result<Vec<u8>, Base64Error> {
     fn val(c: u8) -> Option<u32> {
         match c {
             b'A'..=b'Z' => Some(u32::from(c - b'A')),
@@ -114,7 +206,7 @@ pub fn base64_decode(text: &str) -> Result<Vec<u8>, String> {
     let mut acc = 0u32;
     let mut bits = 0;
     for &c in bytes {
-        let v = val(c).ok_or_else(|| format!("invalid base64 byte {:?}", char::from(c)))?;
+        let v = val(c).ok_or(Base64Error { byte: c })?;
         acc = (acc << 6) | v;
         bits += 6;
         if bits >= 8 {
@@ -146,7 +238,7 @@ pub struct Merged {
 }
 
 /// Reads and combines interval logs.
-pub fn merge(paths: &[impl AsRef<Path>]) -> Result<Merged, String> {
+pub fn merge(paths: &[impl AsRef<Path>]) -> Result<Merged, HlogError> {
     let mut acc: HashMap<String, Histogram<u64>> = HashMap::new();
     let mut ok = 0u64;
     let mut started = 0u64;
@@ -159,11 +251,17 @@ pub fn merge(paths: &[impl AsRef<Path>]) -> Result<Merged, String> {
     for path in paths {
         let path = path.as_ref();
         let name = path.display().to_string();
-        let data = std::fs::read(path).map_err(|e| format!("{name}: {e}"))?;
+        let data = std::fs::read(path).map_err(|source| HlogError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let mut base = 0.0f64;
         let mut file_total = 0u64;
         for entry in IntervalLogIterator::new(&data) {
-            let entry = entry.map_err(|e| format!("{name}: not an interval log ({e:?})"))?;
+            let entry = entry.map_err(|source| HlogError::NotALog {
+                path: path.to_path_buf(),
+                source,
+            })?;
             match entry {
                 LogEntry::BaseTime(t) => base = t.as_secs_f64(),
                 LogEntry::StartTime(t) => {
@@ -172,11 +270,19 @@ pub fn merge(paths: &[impl AsRef<Path>]) -> Result<Merged, String> {
                     }
                 }
                 LogEntry::Interval(iv) => {
-                    let raw = base64_decode(iv.encoded_histogram())
-                        .map_err(|e| format!("{name}: {e}"))?;
-                    let h: Histogram<u64> = deserializer
-                        .deserialize(&mut raw.as_slice())
-                        .map_err(|e| format!("{name}: bad histogram: {e:?}"))?;
+                    let raw = base64_decode(iv.encoded_histogram()).map_err(|source| {
+                        HlogError::Base64 {
+                            path: path.to_path_buf(),
+                            source,
+                        }
+                    })?;
+                    let h: Histogram<u64> =
+                        deserializer
+                            .deserialize(&mut raw.as_slice())
+                            .map_err(|source| HlogError::Histogram {
+                                path: path.to_path_buf(),
+                                source,
+                            })?;
                     let tag = iv.tag().map_or("total", |t| t.as_str()).to_string();
                     if tag == "total" {
                         file_total += h.len();
@@ -190,7 +296,10 @@ pub fn merge(paths: &[impl AsRef<Path>]) -> Result<Merged, String> {
                         h.auto(true);
                         h
                     });
-                    slot.add(&h).map_err(|e| format!("{name}: {e:?}"))?;
+                    slot.add(&h).map_err(|source| HlogError::Add {
+                        path: path.to_path_buf(),
+                        source,
+                    })?;
                 }
             }
         }
@@ -208,9 +317,7 @@ pub fn merge(paths: &[impl AsRef<Path>]) -> Result<Merged, String> {
                         "errors" => {
                             for kv in v.split(',') {
                                 if let Some((ek, n)) = kv.split_once(':') {
-                                    if let Some(kind) =
-                                        ErrorKind::ALL.iter().find(|k| k.name() == ek)
-                                    {
+                                    if let Some(kind) = ErrorKind::from_name(ek) {
                                         errors[kind.index()] += n.parse::<u64>().unwrap_or(0);
                                     }
                                 }
@@ -226,14 +333,16 @@ pub fn merge(paths: &[impl AsRef<Path>]) -> Result<Merged, String> {
             }
         }
     }
-    let take =
-        |acc: &mut HashMap<String, Histogram<u64>>, tag: &str| -> Result<Histogram<u64>, String> {
-            let mut h = crate::stats::new_histogram();
-            if let Some(src) = acc.remove(tag) {
-                h.add(&src).map_err(|e| format!("{tag}: {e:?}"))?;
-            }
-            Ok(h)
-        };
+    let take = |acc: &mut HashMap<String, Histogram<u64>>,
+                tag: &'static str|
+     -> Result<Histogram<u64>, HlogError> {
+        let mut h = crate::stats::new_histogram();
+        if let Some(src) = acc.remove(tag) {
+            h.add(&src)
+                .map_err(|source| HlogError::Tag { tag, source })?;
+        }
+        Ok(h)
+    };
     let latency = Latencies {
         total: take(&mut acc, "total")?,
         connect: take(&mut acc, "connect")?,
@@ -283,6 +392,7 @@ impl Merged {
             cpu: None,
             elapsed: None,
             fallback: false,
+            send_delay: None,
         }
     }
 }
@@ -299,6 +409,9 @@ mod tests {
             base64_decode("AAEC/w==").expect("valid"),
             vec![0, 1, 2, 255]
         );
-        assert!(base64_decode("a*b").is_err());
+        assert_eq!(
+            base64_decode("a*b").map_err(|e| e.to_string()),
+            Err("invalid base64 byte '*'".to_string())
+        );
     }
 }

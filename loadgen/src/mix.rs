@@ -55,13 +55,55 @@ impl fmt::Display for Scenario {
     }
 }
 
+/// Why a `--scenario` or `--mix` was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MixError {
+    /// No scenario has this name.
+    UnknownScenario(String),
+    /// A weight (in the part given) is not a whole number.
+    BadWeight(String),
+    /// A scenario appears twice.
+    Twice(Scenario),
+    /// A weight (in the part given) is over a million.
+    WeightTooLarge(String),
+    /// Every weight in the mix (given) is 0.
+    AllZero(String),
+}
+
+impl fmt::Display for MixError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MixError::UnknownScenario(s) => {
+                let names: Vec<&str> = Scenario::ALL.iter().map(|sc| sc.name()).collect();
+                let (last, rest) = names.split_last().map_or(("", &[][..]), |(l, r)| (*l, r));
+                write!(
+                    f,
+                    "unknown scenario {s:?} (use {} or {last})",
+                    rest.join(", ")
+                )
+            }
+            MixError::BadWeight(part) => {
+                write!(f, "{part:?}: the weight must be a whole number")
+            }
+            MixError::Twice(sc) => write!(f, "{:?} appears twice in the mix", sc.name()),
+            MixError::WeightTooLarge(part) => write!(f, "{part:?}: weight too large"),
+            MixError::AllZero(mix) => write!(
+                f,
+                "{mix:?}: the mix needs at least one scenario with a weight above 0"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for MixError {}
+
 impl FromStr for Scenario {
-    type Err = String;
+    type Err = MixError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Scenario::ALL
             .into_iter()
             .find(|sc| sc.name() == s.trim())
-            .ok_or_else(|| format!("unknown scenario {s:?} (use good, idle, slow or garbage)"))
+            .ok_or_else(|| MixError::UnknownScenario(s.to_string()))
     }
 }
 
@@ -101,7 +143,7 @@ impl Mix {
 }
 
 impl FromStr for Mix {
-    type Err = String;
+    type Err = MixError;
     /// `good=90,idle=10`; a bare name counts as weight 1.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut weights = [0u32; 4];
@@ -111,24 +153,22 @@ impl FromStr for Mix {
                     let w: u32 = w
                         .trim()
                         .parse()
-                        .map_err(|_| format!("{part:?}: the weight must be a whole number"))?;
+                        .map_err(|_| MixError::BadWeight(part.to_string()))?;
                     (n, w)
                 }
                 None => (part, 1),
             };
             let sc: Scenario = name.parse()?;
             if weights[sc.index()] != 0 {
-                return Err(format!("{:?} appears twice in the mix", sc.name()));
+                return Err(MixError::Twice(sc));
             }
             if weight > 1_000_000 {
-                return Err(format!("{part:?}: weight too large"));
+                return Err(MixError::WeightTooLarge(part.to_string()));
             }
             weights[sc.index()] = weight;
         }
         if weights.iter().all(|&w| w == 0) {
-            return Err(format!(
-                "{s:?}: the mix needs at least one scenario with a weight above 0"
-            ));
+            return Err(MixError::AllZero(s.to_string()));
         }
         Ok(Mix { weights })
     }
@@ -186,6 +226,10 @@ mod tests {
         assert_eq!(m, Mix::only(Scenario::Slow));
         assert!("good=x".parse::<Mix>().is_err());
         assert!("bad=1".parse::<Mix>().is_err());
+        assert_eq!(
+            "evil".parse::<Scenario>().map_err(|e| e.to_string()),
+            Err("unknown scenario \"evil\" (use good, idle, slow or garbage)".to_string())
+        );
         assert!("good=0".parse::<Mix>().is_err());
         assert!("good=1,good=2".parse::<Mix>().is_err());
         assert!("".parse::<Mix>().is_err());

@@ -36,6 +36,8 @@ pub struct Summary {
     pub elapsed: Option<Duration>,
     /// `--flash-fallback` was given.
     pub fallback: bool,
+    /// `--send-delay` (`None` for `merge`, which does not know it).
+    pub send_delay: Option<Duration>,
 }
 
 impl Summary {
@@ -277,10 +279,10 @@ fn latencies_json(l: &Latencies) -> Value {
 }
 
 /// The `--json` summary. The keys `mode`, `duration_s`, `ok`,
-/// `throughput_per_sec`, `errors{connect,reset,timeout,bad_response,
-/// ports_exhausted}` (plus `local_limit` and `io`, added later) and `latency_us{total,connect,first_byte}{p50,p90,p99,
-/// p99_9,max}` describe the good clients and are a contract; the rest is
-/// extra detail.
+/// `throughput_per_sec`, `errors` (one key per [`ErrorKind`], named by
+/// [`ErrorKind::name`]) and `latency_us{total,connect,first_byte}{p50,p90,
+/// p99,p99_9,max}` describe the good clients and are a contract; the rest
+/// is extra detail.
 pub fn json(s: &Summary) -> Value {
     let good = s.good();
     let mut by_scenario = Map::new();
@@ -347,6 +349,10 @@ pub fn json(s: &Summary) -> Value {
         }
         if let Some(e) = s.elapsed {
             m.insert("elapsed_s".into(), json!(e.as_secs_f64()));
+        }
+        if let Some(d) = s.send_delay {
+            // Exact for any delay below 104 days (2^53 ns).
+            m.insert("send_delay_us".into(), json!(d.as_nanos() as f64 / 1000.0));
         }
     }
     v
@@ -477,6 +483,7 @@ mod tests {
             }),
             elapsed: None,
             fallback: false,
+            send_delay: Some(Duration::from_micros(50)),
         };
         let v = json(&s);
         let mut s = s;
@@ -503,22 +510,19 @@ mod tests {
         ] {
             assert!(v.get(k).is_some(), "{k}");
         }
-        for k in [
-            "connect",
-            "reset",
-            "timeout",
-            "bad_response",
-            "ports_exhausted",
-            "local_limit",
-            "io",
-        ] {
-            assert_eq!(v["errors"][k], json!(0), "{k}");
+        for k in ErrorKind::ALL {
+            assert_eq!(v["errors"][k.name()], json!(0), "{k}");
         }
+        assert_eq!(
+            v["errors"].as_object().map(Map::len),
+            Some(ErrorKind::ALL.len())
+        );
         for h in ["total", "connect", "first_byte"] {
             for k in ["p50", "p90", "p99", "p99_9", "max"] {
                 assert!(v["latency_us"][h][k].is_u64(), "{h}.{k}");
             }
         }
         assert_eq!(v["mode"], json!("open"));
+        assert_eq!(v["send_delay_us"], json!(50.0));
     }
 }

@@ -6,8 +6,11 @@
 //! completion. Throughput is good replies per second of that window.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
 use std::io::{IsTerminal, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -19,23 +22,123 @@ use crate::cli::{Load, RunConfig, Stop};
 use crate::hlog;
 use crate::mix::Scenario;
 use crate::report::Summary;
-use crate::stats::{Latencies, Stats};
+use crate::stats::{Latencies, MergeError, Stats};
 use crate::sys;
 use crate::worker::{self, Interval, Msg, Plan, Share};
 
 /// Descriptors kept back from the connection budget (files, epoll, pipes).
 const RESERVED_FDS: u64 = 64;
 
+/// Why a run has no result.
+#[derive(Debug)]
+pub enum RunError {
+    /// The descriptor limit could not be read.
+    Rlimit(io::Error),
+    /// `--connections` is above what the descriptor limit allows.
+    TooManyConnections {
+        /// `--connections`.
+        connections: usize,
+        /// The descriptor limit.
+        nofile: u64,
+    },
+    /// A `--source` address cannot be bound to.
+    SourceNotLocal {
+        /// The address.
+        ip: IpAddr,
+        /// Why.
+        source: io::Error,
+    },
+    /// The `--log` file could not be created.
+    LogCreate {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The `--log` file could not be written.
+    LogWrite(io::Error),
+    /// A signal handler could not be installed.
+    Signal {
+        /// The signal.
+        signal: i32,
+        /// Why.
+        source: io::Error,
+    },
+    /// A worker thread could not be started.
+    Spawn(io::Error),
+    /// A worker failed.
+    Worker {
+        /// Which.
+        id: usize,
+        /// Why.
+        source: io::Error,
+    },
+    /// A worker stopped without a result.
+    WorkerPanicked {
+        /// Which.
+        id: usize,
+    },
+    /// The workers' results could not be added up.
+    Merge(MergeError),
+}
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunError::Rlimit(e) => write!(f, "getrlimit: {e}"),
+            RunError::TooManyConnections {
+                connections,
+                nofile,
+            } => write!(
+                f,
+                "--connections {connections} needs more descriptors than this process may open \
+                 ({nofile}); raise the hard limit (ulimit -Hn) or use fewer connections"
+            ),
+            RunError::SourceNotLocal { ip, source } => write!(
+                f,
+                "--source {ip}: cannot bind to it ({source}); is it an address of this machine?"
+            ),
+            RunError::LogCreate { path, source } => {
+                write!(f, "--log {}: {source}", path.display())
+            }
+            RunError::LogWrite(e) => write!(f, "--log: {e}"),
+            RunError::Signal { signal, source } => {
+                write!(f, "cannot handle signal {signal}: {source}")
+            }
+            RunError::Spawn(e) => write!(f, "cannot start a worker thread: {e}"),
+            RunError::Worker { id, source } => write!(f, "worker {id} failed: {source}"),
+            RunError::WorkerPanicked { id } => {
+                write!(f, "worker {id} stopped without a result (it panicked)")
+            }
+            RunError::Merge(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for RunError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RunError::Rlimit(e) | RunError::LogWrite(e) | RunError::Spawn(e) => Some(e),
+            RunError::SourceNotLocal { source, .. }
+            | RunError::LogCreate { source, .. }
+            | RunError::Signal { source, .. }
+            | RunError::Worker { source, .. } => Some(source),
+            RunError::Merge(e) => Some(e),
+            RunError::TooManyConnections { .. } | RunError::WorkerPanicked { .. } => None,
+        }
+    }
+}
+
 /// Runs the test described by `cfg` and returns its summary.
-pub fn run(cfg: RunConfig) -> Result<Summary, String> {
-    let nofile = sys::raise_nofile_limit().map_err(|e| format!("getrlimit: {e}"))?;
+pub fn run(cfg: RunConfig) -> Result<Summary, RunError> {
+    let nofile = sys::raise_nofile_limit().map_err(RunError::Rlimit)?;
     let budget = usize::try_from(nofile.saturating_sub(RESERVED_FDS).max(1)).unwrap_or(usize::MAX);
     if let Load::Closed { connections } = cfg.load {
         if connections > budget {
-            return Err(format!(
-                "--connections {connections} needs more descriptors than this process may open \
-                 ({nofile}); raise the hard limit (ulimit -Hn) or use fewer connections"
-            ));
+            return Err(RunError::TooManyConnections {
+                connections,
+                nofile,
+            });
         }
     }
     check_sources(&cfg)?;
@@ -45,8 +148,12 @@ pub fn run(cfg: RunConfig) -> Result<Summary, String> {
 
     let mut log = match &cfg.log {
         Some(path) => Some(
-            hlog::Writer::create(path, SystemTime::now() + cfg.warmup)
-                .map_err(|e| format!("--log {}: {e}", path.display()))?,
+            hlog::Writer::create(path, SystemTime::now() + cfg.warmup).map_err(|source| {
+                RunError::LogCreate {
+                    path: path.clone(),
+                    source,
+                }
+            })?,
         ),
         None => None,
     };
@@ -59,7 +166,10 @@ pub fn run(cfg: RunConfig) -> Result<Summary, String> {
     for sig in [SIGINT, SIGTERM] {
         signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&stop))
             .and_then(|_| signal_hook::flag::register(sig, Arc::clone(&stop)))
-            .map_err(|e| format!("cannot handle signal {sig}: {e}"))?;
+            .map_err(|source| RunError::Signal {
+                signal: sig,
+                source,
+            })?;
     }
     let mut stopped_at: Option<Instant> = None;
     let mut last_warm_note = Instant::now();
@@ -82,13 +192,13 @@ pub fn run(cfg: RunConfig) -> Result<Summary, String> {
         let h = std::thread::Builder::new()
             .name(format!("loadgen-{id}"))
             .spawn(move || worker::run(plan, tx))
-            .map_err(|e| format!("cannot start a worker thread: {e}"))?;
+            .map_err(RunError::Spawn)?;
         handles.push(h);
     }
     drop(tx);
 
     let mut totals = Stats::new();
-    let mut failure: Option<String> = None;
+    let mut failure: Option<RunError> = None;
     let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
     let mut last_index = vec![None::<u64>; threads];
     let mut done = vec![false; threads];
@@ -130,11 +240,11 @@ pub fn run(cfg: RunConfig) -> Result<Summary, String> {
                 match result {
                     Ok(stats) => {
                         if let Err(e) = totals.add(&stats) {
-                            failure.get_or_insert(e);
+                            failure.get_or_insert(RunError::Merge(e));
                         }
                     }
-                    Err(e) => {
-                        failure.get_or_insert(format!("worker {id} failed: {e}"));
+                    Err(source) => {
+                        failure.get_or_insert(RunError::Worker { id, source });
                     }
                 }
             }
@@ -149,7 +259,7 @@ pub fn run(cfg: RunConfig) -> Result<Summary, String> {
             let p = pending.remove(&next_emit).unwrap_or_default();
             if let Some(log) = &mut log {
                 if let Err(e) = log.interval(next_emit, p.length, &p.latency) {
-                    failure.get_or_insert(format!("--log: {e}"));
+                    failure.get_or_insert(RunError::LogWrite(e));
                 }
             }
             cumulative.add_pending(&p);
@@ -176,9 +286,7 @@ pub fn run(cfg: RunConfig) -> Result<Summary, String> {
     // A worker that panicked never said Done: its clients are unaccounted
     // for, so the run has no result (rather than a report of zeros).
     if let Some(id) = done.iter().position(|d| !*d) {
-        failure.get_or_insert(format!(
-            "worker {id} stopped without a result (it panicked)"
-        ));
+        failure.get_or_insert(RunError::WorkerPanicked { id });
     }
     if live {
         eprintln!();
@@ -213,9 +321,10 @@ pub fn run(cfg: RunConfig) -> Result<Summary, String> {
         cpu: Some(cpu),
         elapsed: Some(elapsed),
         fallback: cfg.fallback.is_some(),
+        send_delay: Some(cfg.send_delay),
     };
     if let Some(log) = log {
-        log.finish(&summary).map_err(|e| format!("--log: {e}"))?;
+        log.finish(&summary).map_err(RunError::LogWrite)?;
     }
     Ok(summary)
 }
@@ -234,13 +343,18 @@ fn describe(cfg: &RunConfig) -> String {
     } else {
         format!(" after {:?} warm-up", cfg.warmup)
     };
+    let send_delay = if cfg.send_delay.is_zero() {
+        String::new()
+    } else {
+        format!(", send delay {:?}", cfg.send_delay)
+    };
     let target = if cfg.target_text == cfg.target.to_string() {
         cfg.target_text.clone()
     } else {
         format!("{} ({})", cfg.target_text, cfg.target)
     };
     format!(
-        "flashpolicy-loadgen: {load} {stop}{warm}, {} thread{}, mix {}, target {target}",
+        "flashpolicy-loadgen: {load} {stop}{warm}, {} thread{}, mix {}{send_delay}, target {target}",
         cfg.threads,
         if cfg.threads == 1 { "" } else { "s" },
         cfg.mix,
@@ -297,15 +411,14 @@ fn split_prefix(total: u64, parts: usize, i: usize) -> u64 {
 }
 
 /// Fails early, with a clear message, when a `--source` address is not local.
-fn check_sources(cfg: &RunConfig) -> Result<(), String> {
+fn check_sources(cfg: &RunConfig) -> Result<(), RunError> {
     for ip in cfg
         .sources
         .iter()
         .filter(|ip| ip.is_ipv4() == cfg.target.is_ipv4())
     {
-        TcpListener::bind(SocketAddr::new(*ip, 0)).map_err(|e| {
-            format!("--source {ip}: cannot bind to it ({e}); is it an address of this machine?")
-        })?;
+        TcpListener::bind(SocketAddr::new(*ip, 0))
+            .map_err(|source| RunError::SourceNotLocal { ip: *ip, source })?;
     }
     Ok(())
 }

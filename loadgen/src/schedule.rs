@@ -5,7 +5,21 @@
 //! it even starts counts against the server instead of silently vanishing
 //! (coordinated omission).
 
+use std::fmt;
 use std::time::Duration;
+
+/// A `--rate` that is not a positive, finite number of connections per
+/// second.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateError(pub f64);
+
+impl fmt::Display for RateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "--rate must be above 0 (got {})", self.0)
+    }
+}
+
+impl std::error::Error for RateError {}
 
 /// A constant rate, optionally reached by a linear ramp from 0.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -16,9 +30,9 @@ pub struct Schedule {
 
 impl Schedule {
     /// `rate` connections per second, reached linearly over `ramp`.
-    pub fn new(rate: f64, ramp: Duration) -> Result<Schedule, String> {
+    pub fn new(rate: f64, ramp: Duration) -> Result<Schedule, RateError> {
         if !(rate.is_finite() && rate > 0.0) {
-            return Err(format!("--rate must be above 0 (got {rate})"));
+            return Err(RateError(rate));
         }
         Ok(Schedule {
             rate,

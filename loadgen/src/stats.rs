@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use hdrhistogram::Histogram;
+use hdrhistogram::{AdditionError, Histogram};
 
 use crate::mix::Scenario;
 
@@ -28,14 +28,33 @@ pub fn record(h: &mut Histogram<u64>, d: Duration) {
     h.saturating_record(us.min(MAX_LATENCY_US));
 }
 
+/// Two histograms that cannot be added up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MergeError(pub AdditionError);
+
+impl std::fmt::Display for MergeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot merge histograms: {:?}", self.0)
+    }
+}
+
+impl std::error::Error for MergeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
 /// Adds `src` into `dst` (same bounds, so this cannot fail; a mismatch from
 /// a foreign log is reported).
-pub fn add(dst: &mut Histogram<u64>, src: &Histogram<u64>) -> Result<(), String> {
-    dst.add(src)
-        .map_err(|e| format!("cannot merge histograms: {e:?}"))
+pub fn add(dst: &mut Histogram<u64>, src: &Histogram<u64>) -> Result<(), MergeError> {
+    dst.add(src).map_err(MergeError)
 }
 
 /// How a connection failed.
+///
+/// This enum is the one list of error kinds: [`ErrorKind::ALL`] and
+/// [`ErrorKind::name`] give the report order and the names used as JSON
+/// keys, in the text report, in the `--log` summary line and in the help.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     /// Refused or unreachable.
@@ -85,9 +104,20 @@ impl ErrorKind {
         }
     }
 
+    /// The kind whose [`ErrorKind::name`] is `name`.
+    pub fn from_name(name: &str) -> Option<ErrorKind> {
+        ErrorKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
     /// Position in [`ErrorKind::ALL`].
     pub fn index(self) -> usize {
         self as usize
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -113,7 +143,7 @@ impl Latencies {
     }
 
     /// Adds another set.
-    pub fn add(&mut self, other: &Latencies) -> Result<(), String> {
+    pub fn add(&mut self, other: &Latencies) -> Result<(), MergeError> {
         add(&mut self.connect, &other.connect)?;
         add(&mut self.first_byte, &other.first_byte)?;
         add(&mut self.total, &other.total)
@@ -185,7 +215,7 @@ impl ScenarioStats {
     }
 
     /// Adds another thread's counts.
-    pub fn add(&mut self, o: &ScenarioStats) -> Result<(), String> {
+    pub fn add(&mut self, o: &ScenarioStats) -> Result<(), MergeError> {
         self.started += o.started;
         self.ok += o.ok;
         self.fell_back += o.fell_back;
@@ -232,7 +262,7 @@ impl Stats {
     }
 
     /// Adds another thread's results.
-    pub fn add(&mut self, o: &Stats) -> Result<(), String> {
+    pub fn add(&mut self, o: &Stats) -> Result<(), MergeError> {
         for (a, b) in self.by_scenario.iter_mut().zip(&o.by_scenario) {
             a.add(b)?;
         }
@@ -251,5 +281,46 @@ impl Stats {
 impl Default for Stats {
     fn default() -> Self {
         Stats::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_is_listed_once_at_its_index() {
+        for (i, k) in ErrorKind::ALL.into_iter().enumerate() {
+            assert_eq!(k.index(), i, "{k}");
+            assert_eq!(ErrorKind::from_name(k.name()), Some(k));
+        }
+        assert_eq!(ErrorKind::from_name("nonsense"), None);
+    }
+
+    /// Scripts read these names as JSON keys: renaming one breaks them, so
+    /// a rename must be deliberate.
+    #[test]
+    fn names_are_a_contract() {
+        let names: Vec<&str> = ErrorKind::ALL.iter().map(|k| k.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "connect",
+                "reset",
+                "timeout",
+                "bad_response",
+                "ports_exhausted",
+                "local_limit",
+                "io"
+            ]
+        );
+    }
+
+    #[test]
+    fn usage_documents_every_kind() {
+        let usage = include_str!("../USAGE.md");
+        for k in ErrorKind::ALL {
+            assert!(usage.contains(&format!("`{k}`")), "USAGE.md lacks `{k}`");
+        }
     }
 }

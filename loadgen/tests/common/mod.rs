@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use flashpolicy_loadgen::stats::ErrorKind;
 use serde_json::Value;
 
 /// A valid socket policy (what every "good" fake server sends, plus a NUL).
@@ -112,18 +113,10 @@ pub fn u(v: &Value, path: &[&str]) -> u64 {
 }
 
 pub fn errors_total(v: &Value) -> u64 {
-    [
-        "connect",
-        "reset",
-        "timeout",
-        "bad_response",
-        "ports_exhausted",
-        "local_limit",
-        "io",
-    ]
-    .iter()
-    .map(|k| u(v, &["errors", k]))
-    .sum()
+    ErrorKind::ALL
+        .iter()
+        .map(|k| u(v, &["errors", k.name()]))
+        .sum()
 }
 
 /// Reads one policy request (up to 23 bytes or until EOF/timeout).
