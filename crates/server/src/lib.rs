@@ -4,13 +4,15 @@
 //! * [`listener`] opens one SO_REUSEPORT listening socket per worker and address.
 //! * [`engine`] runs the workers: [`engine::epoll`] (mio) or [`engine::uring`].
 //! * [`timer`] is the deadline queue both engines use for `--timeout`.
-//! * [`shutdown`] carries SIGINT/SIGTERM to every worker.
+//! * [`control`] carries SIGINT/SIGTERM to every worker.
+//! * [`reload`] hands a reloaded policy (SIGHUP) to every worker.
 //!
 //! All protocol decisions come from `flashpolicy-proto`; the engines only move
 //! bytes.
 
 pub mod config;
+pub mod control;
 pub mod engine;
 pub mod listener;
-pub mod shutdown;
+pub mod reload;
 pub mod timer;

@@ -13,13 +13,13 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
 
 use clap::Parser;
-use flashpolicy_server::config::{Args, Config, Listen, PolicySource};
+use flashpolicy_server::config::{Args, Config};
+use flashpolicy_server::control::{stop_all, ShutdownFlag, Wakeup};
 use flashpolicy_server::engine::{self, Stats, WorkerCtx};
 use flashpolicy_server::listener::{self, ListenOptions};
-use flashpolicy_server::shutdown::{ReplyMailbox, ShutdownFlag, Wakeup};
+use flashpolicy_server::reload::{Reloader, Replies, ReplyMailbox};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tracing::{error, info, warn};
@@ -120,30 +120,28 @@ fn run(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
         signal_wakers.push(wakeup.try_clone()?);
         wakeups.push(wakeup);
     }
-    // Never freed (see `Reloader`).
-    let reply: &'static [u8] = config.reply.clone().leak();
+    // Never freed (see `Replies`).
+    let mut replies = Replies::default();
+    let reply = replies.intern(config.reply.clone());
     let signal_handle = signals.handle();
     {
         let shutdown = shutdown.clone();
         // Reloads run on their own thread: reading the policy may block (a
         // pipe, a terminal, a hung network mount), and the signal thread must
         // stay free to act on SIGINT/SIGTERM meanwhile.
-        let (reload_tx, reload_rx) = mpsc::channel::<()>();
-        let reloader = Reloader {
+        let reload = Reloader {
             source: config.policy_source.clone(),
             listen: config.listen.clone(),
             current: reply,
-            leaked: vec![reply],
+            replies,
             mailboxes: mailboxes.clone(),
             wakers: signal_wakers
                 .iter()
                 .map(Wakeup::try_clone)
                 .collect::<Result<_, _>>()?,
             shutdown: shutdown.clone(),
-        };
-        std::thread::Builder::new()
-            .name("reload".into())
-            .spawn(move || reloader.serve(&reload_rx))?;
+        }
+        .spawn()?;
         std::thread::Builder::new()
             .name("signals".into())
             .spawn(move || {
@@ -152,7 +150,7 @@ fn run(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
                     if sig == SIGHUP {
                         if stopping || shutdown.is_set() {
                             info!("signal {sig}: shutting down; the policy is not reloaded");
-                        } else if reload_tx.send(()).is_err() {
+                        } else if !reload.request() {
                             error!("signal {sig}: the reload thread is gone; not reloaded");
                         }
                     } else if !stopping {
@@ -294,109 +292,6 @@ impl Drop for Report {
         if let Some(done) = self.done.take() {
             let error = std::io::Error::other("the worker ended without a result (it panicked)");
             let _ = done.send((self.id, Err(error)));
-        }
-    }
-}
-
-/// How long a reload waits for every worker to take the new reply before it
-/// logs the result anyway. A worker looks at its mailbox as soon as its
-/// event loop comes round, which takes microseconds, not seconds.
-const RELOAD_PICKUP_WAIT: Duration = Duration::from_secs(2);
-
-/// SIGHUP: loads the policy again and hands the new reply to every worker.
-struct Reloader {
-    source: PolicySource,
-    listen: Listen,
-    /// The reply the workers were last given.
-    current: &'static [u8],
-    /// Every reply ever handed out (never freed, see `reload`); a policy
-    /// switched back and forth reuses its buffer instead of leaking again.
-    leaked: Vec<&'static [u8]>,
-    /// One per worker, in the same order as `wakers`.
-    mailboxes: Vec<ReplyMailbox>,
-    wakers: Vec<Wakeup>,
-    shutdown: ShutdownFlag,
-}
-
-impl Reloader {
-    /// Reloads once per request; requests that pile up while a reload runs
-    /// are served by one more reload, not one each.
-    fn serve(mut self, requests: &mpsc::Receiver<()>) {
-        while requests.recv().is_ok() {
-            while requests.try_recv().is_ok() {}
-            if self.shutdown.is_set() {
-                info!("shutting down; the policy is not reloaded");
-                continue;
-            }
-            self.reload();
-        }
-    }
-
-    fn reload(&mut self) {
-        let loaded = match self.source.load(&self.listen) {
-            Ok(loaded) => loaded,
-            Err(e) => {
-                // `e` names file:line:column and the rule broken.
-                error!("cannot reload the policy, still serving the previous one: {e}");
-                return;
-            }
-        };
-        for w in &loaded.warnings {
-            warn!("{w}");
-        }
-        if loaded.reply.as_bytes() == self.current {
-            info!("reloaded policy: {} (unchanged)", loaded.summary);
-            return;
-        }
-        // Leaked on purpose and never freed, like the first reply: an
-        // io_uring send (or zero-copy notification) still in flight may point
-        // at an old buffer, and nothing tells this thread when the last one
-        // has completed. A reply is at most MAX_POLICY_LEN + 1 bytes (about
-        // 10 KB), and equal replies share one buffer, so memory grows only
-        // with the number of distinct policies ever served.
-        let reply: &'static [u8] = match self.leaked.iter().find(|r| **r == loaded.reply.as_bytes())
-        {
-            Some(&known) => known,
-            None => {
-                let fresh = loaded.reply.leak();
-                self.leaked.push(fresh);
-                fresh
-            }
-        };
-        self.current = reply;
-        for (mailbox, waker) in self.mailboxes.iter().zip(&self.wakers) {
-            mailbox.put(reply);
-            if let Err(e) = waker.wake() {
-                warn!("cannot wake a worker: {e}");
-            }
-        }
-        // The log line means every worker serves the new policy: wait (a
-        // little, bounded) until each has taken it.
-        let deadline = Instant::now() + RELOAD_PICKUP_WAIT;
-        let waiting = loop {
-            let waiting = self.mailboxes.iter().filter(|m| m.is_pending()).count();
-            if waiting == 0 || Instant::now() >= deadline {
-                break waiting;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        };
-        if waiting == 0 {
-            info!("reloaded policy: {}", loaded.summary);
-        } else {
-            warn!(
-                "reloaded policy: {}; {waiting} of {} workers have not taken it yet",
-                loaded.summary,
-                self.mailboxes.len()
-            );
-        }
-    }
-}
-
-fn stop_all(shutdown: &ShutdownFlag, wakers: &[Wakeup]) {
-    shutdown.trigger();
-    for w in wakers {
-        if let Err(e) = w.wake() {
-            warn!("cannot wake a worker: {e}");
         }
     }
 }

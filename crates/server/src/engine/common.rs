@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 use tracing::{debug, warn};
 
-use crate::shutdown::ReplyMailbox;
+use crate::reload::ReplyMailbox;
 
 /// How long accepting pauses after the process ran out of descriptors (or
 /// memory), or after an accept error of an unknown kind, before it tries

@@ -143,9 +143,9 @@ struct Worker {
     deadlines: DeadlineQueue,
     next_generation: u32,
     reply: &'static [u8],
-    new_reply: crate::shutdown::ReplyMailbox,
-    wakeup: crate::shutdown::Wakeup,
-    shutdown: crate::shutdown::ShutdownFlag,
+    new_reply: crate::reload::ReplyMailbox,
+    wakeup: crate::control::Wakeup,
+    shutdown: crate::control::ShutdownFlag,
     /// Sacrificed to accept (and close) one connection when out of descriptors.
     spare: Option<File>,
     /// While set, do not accept before this instant.

@@ -9,7 +9,8 @@ use std::ops::AddAssign;
 use std::time::Duration;
 
 use crate::config::Backend;
-use crate::shutdown::{ReplyMailbox, ShutdownFlag, Wakeup};
+use crate::control::{ShutdownFlag, Wakeup};
+use crate::reload::ReplyMailbox;
 
 pub mod common;
 pub mod epoll;

@@ -210,7 +210,8 @@ use super::common::{
 #[cfg(doc)]
 use super::common::{MAX_CONNECTIONS_PER_WORKER, WARN_INTERVAL};
 use super::{Stats, WorkerCtx};
-use crate::shutdown::{ReplyMailbox, ShutdownFlag, Wakeup};
+use crate::control::{ShutdownFlag, Wakeup};
+use crate::reload::ReplyMailbox;
 use crate::timer::DeadlineQueue;
 
 /// Bytes per receive buffer. A request never needs more than

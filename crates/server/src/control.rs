@@ -1,18 +1,22 @@
-//! Carrying SIGINT/SIGTERM (shutdown) and SIGHUP (a reloaded policy) to the
-//! workers.
+//! Process control: how SIGINT/SIGTERM reach the workers.
 //!
-//! Each worker owns an eventfd that both engines can wait on (mio registers
-//! it as a source; io_uring keeps a poll pending on it). The signal thread
-//! waits for a signal, then sets the shared flag (or fills each worker's
-//! [`ReplyMailbox`]) and writes to every eventfd. Workers look at the flag
-//! and their mailbox only when their eventfd fires, never per connection:
-//! the per-connection path reads the worker's own `reply` field, with no
-//! shared atomic or lock.
+//! Each worker owns an eventfd, its [`Wakeup`], that both engines can wait
+//! on (mio registers it as a source; io_uring keeps a poll pending on it).
+//! To stop the workers, the signal thread (or the supervisor, after a worker
+//! failed) sets the shared [`ShutdownFlag`] and writes to every eventfd:
+//! [`stop_all`]. The reload thread uses the same eventfds to hand over a
+//! reloaded policy (see [`crate::reload`]).
+//!
+//! Workers look at the flag (and their reply mailbox) only when their
+//! eventfd fires, never per connection: the per-connection path reads the
+//! worker's own `reply` field, with no shared atomic or lock.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+
+use tracing::warn;
 
 /// A worker's wake-up line: an eventfd.
 #[derive(Debug)]
@@ -97,58 +101,20 @@ impl ShutdownFlag {
     }
 }
 
-/// A reply waiting for one worker: the signal thread puts the reloaded
-/// policy's reply here, then wakes the worker, which takes it when its
-/// eventfd fires and swaps its own `reply` field.
-///
-/// Replies are `'static` (leaked) and never freed: io_uring sends still in
-/// flight may point at an old one, and nothing tells the signal thread when
-/// the last of them has completed. A reply is at most
-/// [`flashpolicy_proto::policy::MAX_POLICY_LEN`] + 1 bytes, so each reload
-/// leaks at most that.
-#[derive(Debug, Clone, Default)]
-pub struct ReplyMailbox(Arc<Mutex<Option<&'static [u8]>>>);
-
-impl ReplyMailbox {
-    /// Leaves `reply` for the worker, replacing one it has not taken yet.
-    /// Wake the worker afterwards.
-    pub fn put(&self, reply: &'static [u8]) {
-        // The lock guards a plain Option: a panic elsewhere cannot leave it
-        // half-written, so a poisoned lock is still fine to use.
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(reply);
-    }
-
-    /// The reply left for this worker, if any (the worker calls this after
-    /// clearing its eventfd, so a reply put later comes with a new wake-up).
-    pub fn take(&self) -> Option<&'static [u8]> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
-    }
-
-    /// Whether a reply is still waiting to be taken.
-    pub fn is_pending(&self) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_some()
+/// Stops every worker: sets `shutdown`, then wakes each one so that it
+/// looks at the flag. A wake-up that fails is logged.
+pub fn stop_all(shutdown: &ShutdownFlag, wakers: &[Wakeup]) {
+    shutdown.trigger();
+    for w in wakers {
+        if let Err(e) = w.wake() {
+            warn!("cannot wake a worker: {e}");
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_mailbox_keeps_only_the_latest_reply() {
-        let mailbox = ReplyMailbox::default();
-        let worker_side = mailbox.clone();
-        assert_eq!(worker_side.take(), None);
-        mailbox.put(b"a\0");
-        mailbox.put(b"b\0");
-        assert!(mailbox.is_pending());
-        assert_eq!(worker_side.take(), Some(&b"b\0"[..]));
-        assert!(!mailbox.is_pending());
-        assert_eq!(worker_side.take(), None);
-    }
 
     #[test]
     fn a_wakeup_is_readable_until_cleared() {
