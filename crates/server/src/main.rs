@@ -86,7 +86,9 @@ fn run(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
     for w in &config.warnings {
         warn!("{w}");
     }
-    let resolved = engine::resolve_backend(config.backend, config.send_zc)?;
+    let resolved = engine::resolve_backend(config.backend, config.send_zc).map_err(|why| {
+        format!("--backend uring: io_uring is not available: {why} (use --backend epoll or auto)")
+    })?;
     info!("engine {}: {}", resolved.engine, resolved.reason);
     config.backend = resolved.engine.into();
     let opts = ListenOptions {

@@ -11,9 +11,11 @@ use std::time::Duration;
 use crate::config::Backend;
 use crate::control::{ShutdownFlag, Wakeup};
 use crate::reload::ReplyMailbox;
+use unavailable::UringUnavailable;
 
 pub mod common;
 pub mod epoll;
+pub mod unavailable;
 pub mod uring;
 
 /// What one worker needs. Owned by the worker thread.
@@ -117,7 +119,7 @@ pub struct Resolved {
 /// `auto` picks io_uring when [`uring::probe`] succeeds and epoll otherwise;
 /// `uring` on a kernel that refuses io_uring is an error (the message says
 /// why); `epoll` is taken as asked.
-pub fn resolve_backend(requested: Backend, send_zc: bool) -> Result<Resolved, String> {
+pub fn resolve_backend(requested: Backend, send_zc: bool) -> Result<Resolved, UringUnavailable> {
     let mut resolved = resolve(requested, send_zc)?;
     if send_zc && resolved.engine == Engine::Epoll {
         resolved
@@ -127,7 +129,7 @@ pub fn resolve_backend(requested: Backend, send_zc: bool) -> Result<Resolved, St
     Ok(resolved)
 }
 
-fn resolve(requested: Backend, send_zc: bool) -> Result<Resolved, String> {
+fn resolve(requested: Backend, send_zc: bool) -> Result<Resolved, UringUnavailable> {
     match requested {
         Backend::Epoll => Ok(Resolved {
             engine: Engine::Epoll,
@@ -138,9 +140,7 @@ fn resolve(requested: Backend, send_zc: bool) -> Result<Resolved, String> {
                 engine: Engine::Uring,
                 reason: format!("asked for with --backend uring; {found}"),
             }),
-            Err(why) => Err(format!(
-                "--backend uring: io_uring is not available: {why} (use --backend epoll or auto)"
-            )),
+            Err(why) => Err(why),
         },
         Backend::Auto => Ok(match uring::probe(send_zc) {
             Ok(found) => Resolved {
