@@ -5,7 +5,6 @@
 use std::fmt;
 use std::io;
 use std::net::TcpListener;
-use std::ops::AddAssign;
 use std::time::Duration;
 
 use crate::config::Backend;
@@ -44,33 +43,7 @@ pub struct WorkerCtx {
 
 /// Per-worker counters, kept in the worker and summed at exit: no shared
 /// atomics on the per-connection path.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Stats {
-    /// Connections accepted.
-    pub accepted: u64,
-    /// Replies sent in full.
-    pub served: u64,
-    /// Connections closed because their bytes were not a policy request.
-    pub rejected: u64,
-    /// Connections closed by `--timeout`.
-    pub timed_out: u64,
-    /// Connections that failed with an I/O error (reset by the peer, etc.).
-    pub failed: u64,
-    /// Connections closed at once because a limit (`--max-connections`,
-    /// EMFILE/ENFILE) was reached.
-    pub shed: u64,
-}
-
-impl AddAssign for Stats {
-    fn add_assign(&mut self, o: Stats) {
-        self.accepted += o.accepted;
-        self.served += o.served;
-        self.rejected += o.rejected;
-        self.timed_out += o.timed_out;
-        self.failed += o.failed;
-        self.shed += o.shed;
-    }
-}
+pub type Stats = flashpolicy_proto::serve::Tally;
 
 /// Runs one worker on `engine` (chosen once by [`resolve_backend`]) until
 /// shutdown has drained it.
