@@ -14,5 +14,6 @@ pub mod config;
 pub mod control;
 pub mod engine;
 pub mod listener;
+pub mod policy;
 pub mod reload;
 pub mod timer;

@@ -24,8 +24,9 @@ use std::time::{Duration, Instant};
 use flashpolicy_proto::Reply;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{Listen, PolicySource};
+use crate::config::Listen;
 use crate::control::{ShutdownFlag, Wakeup};
+use crate::policy::PolicySource;
 
 /// A reply waiting for one worker: the reload thread puts the reloaded
 /// policy's reply here, then wakes the worker, which takes it when its
