@@ -1,5 +1,8 @@
 //! Process control: how SIGINT/SIGTERM reach the workers.
 //!
+//! [`Signals`] catches SIGINT, SIGTERM and SIGHUP and runs the signal
+//! thread, which stops the workers or asks for a reload.
+//!
 //! Each worker owns an eventfd, its [`Wakeup`], that both engines can wait
 //! on (mio registers it as a source; io_uring keeps a poll pending on it).
 //! To stop the workers, the signal thread (or the supervisor, after a worker
@@ -16,7 +19,11 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use tracing::warn;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Handle;
+use tracing::{error, info, warn};
+
+use crate::reload::ReloadRequests;
 
 /// A worker's wake-up line: an eventfd.
 #[derive(Debug)]
@@ -109,6 +116,62 @@ pub fn stop_all(shutdown: &ShutdownFlag, wakers: &[Wakeup]) {
         if let Err(e) = w.wake() {
             warn!("cannot wake a worker: {e}");
         }
+    }
+}
+
+/// SIGINT, SIGTERM and SIGHUP, caught from [`Signals::install`] on: install
+/// them before anything is bound or logged, so that a signal that arrives
+/// once "listening on" is printed reaches the handler instead of killing the
+/// process.
+#[derive(Debug)]
+pub(crate) struct Signals(signal_hook::iterator::Signals);
+
+impl Signals {
+    /// Catches SIGINT, SIGTERM and SIGHUP from now on.
+    pub(crate) fn install() -> io::Result<Signals> {
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]).map(Signals)
+    }
+
+    /// Starts the signal thread, which acts on each signal caught:
+    ///
+    /// * SIGINT/SIGTERM, the first time: [`stop_all`] (workers stop
+    ///   accepting and drain).
+    /// * SIGINT/SIGTERM again, during the drain (which a long `--timeout`
+    ///   can make long): exits at once with 128 + the signal, as a shell
+    ///   reports a signal death.
+    /// * SIGHUP: asks `reload` for a reload, unless shutting down.
+    ///
+    /// The thread ends when the returned handle is closed.
+    pub(crate) fn spawn(
+        self,
+        shutdown: ShutdownFlag,
+        wakers: Vec<Wakeup>,
+        reload: ReloadRequests,
+    ) -> io::Result<Handle> {
+        let mut signals = self.0;
+        let handle = signals.handle();
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                let mut stopping = false;
+                for sig in signals.forever() {
+                    if sig == SIGHUP {
+                        if stopping || shutdown.is_set() {
+                            info!("signal {sig}: shutting down; the policy is not reloaded");
+                        } else if !reload.request() {
+                            error!("signal {sig}: the reload thread is gone; not reloaded");
+                        }
+                    } else if !stopping {
+                        stopping = true;
+                        info!("signal {sig}: no longer accepting; finishing open connections");
+                        stop_all(&shutdown, &wakers);
+                    } else {
+                        error!("signal {sig} again: exiting now, open connections dropped");
+                        std::process::exit(128 + sig);
+                    }
+                }
+            })?;
+        Ok(handle)
     }
 }
 

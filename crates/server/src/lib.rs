@@ -13,7 +13,9 @@
 pub mod config;
 pub mod control;
 pub mod engine;
+pub mod error;
 pub mod listener;
 pub mod policy;
 pub mod reload;
+pub mod supervisor;
 pub mod timer;
