@@ -1,13 +1,13 @@
 //! Process control: how SIGINT/SIGTERM reach the workers.
 //!
-//! [`Signals`] catches SIGINT, SIGTERM and SIGHUP and runs the signal
+//! `Signals` catches SIGINT, SIGTERM and SIGHUP and runs the signal
 //! thread, which stops the workers or asks for a reload.
 //!
 //! Each worker owns an eventfd, its [`Wakeup`], that both engines can wait
 //! on (mio registers it as a source; io_uring keeps a poll pending on it).
 //! To stop the workers, the signal thread (or the supervisor, after a worker
 //! failed) sets the shared [`ShutdownFlag`] and writes to every eventfd:
-//! [`stop_all`]. The reload thread uses the same eventfds to hand over a
+//! `stop_all`. The reload thread uses the same eventfds to hand over a
 //! reloaded policy (see [`crate::reload`]).
 //!
 //! Workers look at the flag (and their reply mailbox) only when their
@@ -110,7 +110,7 @@ impl ShutdownFlag {
 
 /// Stops every worker: sets `shutdown`, then wakes each one so that it
 /// looks at the flag. A wake-up that fails is logged.
-pub fn stop_all(shutdown: &ShutdownFlag, wakers: &[Wakeup]) {
+pub(crate) fn stop_all(shutdown: &ShutdownFlag, wakers: &[Wakeup]) {
     shutdown.trigger();
     for w in wakers {
         if let Err(e) = w.wake() {

@@ -2,12 +2,12 @@
 //!
 //! The hand-over, from the signal to the first client served the new reply:
 //!
-//! 1. The signal thread asks the [`Reloader`] (a thread of its own: reading
+//! 1. The signal thread asks the `Reloader` (a thread of its own: reading
 //!    the policy may block, and SIGINT/SIGTERM must still be acted on
-//!    meanwhile) through [`ReloadRequests`].
+//!    meanwhile) through `ReloadRequests`.
 //! 2. The reloader loads the policy with the same checks as start-up; one
 //!    that fails is logged and the old one kept.
-//! 3. [`Replies`] turns the new reply into a `'static` buffer: leaked, and
+//! 3. `Replies` turns the new reply into a `'static` buffer: leaked, and
 //!    never freed, but shared with an equal reply handed out before.
 //! 4. The reloader puts the buffer in each worker's [`ReplyMailbox`] and
 //!    wakes the worker through its eventfd ([`Wakeup`]).
@@ -32,7 +32,7 @@ use crate::policy::PolicySource;
 /// policy's reply here, then wakes the worker, which takes it when its
 /// eventfd fires and swaps its own `reply` field.
 ///
-/// The replies are `'static` buffers from [`Replies`], never freed.
+/// The replies are `'static` buffers from `Replies`, never freed.
 #[derive(Debug, Clone, Default)]
 pub struct ReplyMailbox(Arc<Mutex<Option<&'static [u8]>>>);
 
@@ -87,14 +87,14 @@ impl ReplyMailbox {
 /// number of distinct policies ever served: a policy switched back and forth
 /// is leaked once.
 #[derive(Debug, Default)]
-pub struct Replies {
+pub(crate) struct Replies {
     leaked: Vec<&'static [u8]>,
 }
 
 impl Replies {
     /// The `'static` buffer holding `reply`: one handed out before if it is
     /// equal, else `reply` itself, leaked.
-    pub fn intern(&mut self, reply: Reply) -> &'static [u8] {
+    pub(crate) fn intern(&mut self, reply: Reply) -> &'static [u8] {
         if let Some(&known) = self.leaked.iter().find(|r| **r == reply.as_bytes()) {
             return known;
         }
@@ -111,30 +111,30 @@ const RELOAD_PICKUP_WAIT: Duration = Duration::from_secs(2);
 
 /// SIGHUP: loads the policy again and hands the new reply to every worker.
 #[derive(Debug)]
-pub struct Reloader {
+pub(crate) struct Reloader {
     /// Where the policy comes from.
-    pub source: PolicySource,
+    pub(crate) source: PolicySource,
     /// Where it is served (for the warnings that depend on the port).
-    pub listen: Listen,
+    pub(crate) listen: Listen,
     /// The reply the workers were last given.
-    pub current: &'static [u8],
+    pub(crate) current: &'static [u8],
     /// Every reply handed out, the first one included.
-    pub replies: Replies,
+    pub(crate) replies: Replies,
     /// One per worker, in the same order as `wakers`.
-    pub mailboxes: Vec<ReplyMailbox>,
+    pub(crate) mailboxes: Vec<ReplyMailbox>,
     /// One per worker.
-    pub wakers: Vec<Wakeup>,
+    pub(crate) wakers: Vec<Wakeup>,
     /// Once set, reloads are refused.
-    pub shutdown: ShutdownFlag,
+    pub(crate) shutdown: ShutdownFlag,
 }
 
 /// Where reload requests go: to the [`Reloader`]'s thread.
 #[derive(Debug)]
-pub struct ReloadRequests(mpsc::Sender<()>);
+pub(crate) struct ReloadRequests(mpsc::Sender<()>);
 
 impl ReloadRequests {
     /// Asks for one reload; false when the reload thread is gone.
-    pub fn request(&self) -> bool {
+    pub(crate) fn request(&self) -> bool {
         self.0.send(()).is_ok()
     }
 }
@@ -142,7 +142,7 @@ impl ReloadRequests {
 impl Reloader {
     /// Starts the reload thread. It ends when the [`ReloadRequests`] are
     /// dropped.
-    pub fn spawn(self) -> io::Result<ReloadRequests> {
+    pub(crate) fn spawn(self) -> io::Result<ReloadRequests> {
         let (tx, rx) = mpsc::channel::<()>();
         std::thread::Builder::new()
             .name("reload".into())

@@ -19,7 +19,8 @@ use crate::reload::{Reloader, Replies, ReplyMailbox};
 /// Runs the server until it has shut down: cleanly (Ok) after SIGINT or
 /// SIGTERM and the drain, or with [`StartError::WorkerFailed`] once a worker
 /// failed and the others were stopped. A second SIGINT/SIGTERM during the
-/// drain exits the process from the signal thread (see [`Signals::spawn`]).
+/// drain exits the process at once, with 128 + the signal, from the signal
+/// thread.
 pub fn run(mut config: Config) -> Result<(), StartError> {
     let signals = Signals::install().map_err(StartError::io("cannot catch signals"))?;
     for w in &config.warnings {
