@@ -1,4 +1,4 @@
-//! Process control: how SIGINT/SIGTERM reach the workers.
+//! Process control: the signals, and how SIGINT/SIGTERM reach the workers.
 //!
 //! `Signals` catches SIGINT, SIGTERM and SIGHUP and runs the signal
 //! thread, which stops the workers or asks for a reload.
