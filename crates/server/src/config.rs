@@ -1,15 +1,16 @@
-//! The command line, parsed once into a typed, validated [`Config`].
+//! The command line, parsed once into a typed, validated [`Config`]. The
+//! policy it names is loaded by [`crate::policy`].
 
 use std::fmt;
-use std::io::Read;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use flashpolicy_proto::policy::{self, Policy, PolicyError, Rule, SpecError};
-use flashpolicy_proto::reply::{Reply, ReplyError};
+use flashpolicy_proto::reply::Reply;
+
+use crate::policy::{LoadError, LoadedPolicy, PolicySource};
 
 /// `flashpolicyd` command line.
 #[derive(Debug, Parser)]
@@ -142,234 +143,47 @@ pub struct Config {
 
 /// A configuration that cannot be served.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum ConfigError {
-    /// The policy file could not be read.
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        error: std::io::Error,
-    },
-    /// The policy file breaks a rule.
-    Policy {
-        /// The file.
-        path: PathBuf,
-        /// Where and which rule.
-        error: PolicyError,
-    },
-    /// The policy cannot be sent as a reply.
-    Reply {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        error: ReplyError,
-    },
-    /// An `--allow` argument is malformed.
-    Allow {
-        /// The argument.
-        spec: String,
-        /// Why.
-        error: SpecError,
-    },
-    /// A numeric option is out of range.
-    Invalid(String),
+    /// The policy cannot be loaded.
+    Policy(LoadError),
+    /// `--max-connections 0`.
+    ZeroMaxConnections,
+    /// `--timeout 0`.
+    ZeroTimeout,
+    /// A `--timeout` above [`MAX_TIMEOUT`].
+    TimeoutTooLong(Duration),
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ConfigError::Read { path, error } => {
-                write!(f, "{}: cannot read policy file: {error}", path.display())
-            }
-            ConfigError::Policy { path, error } => write!(
+            ConfigError::Policy(e) => fmt::Display::fmt(e, f),
+            ConfigError::ZeroMaxConnections => f.write_str("--max-connections must be at least 1"),
+            ConfigError::ZeroTimeout => f.write_str("--timeout must be more than 0"),
+            ConfigError::TimeoutTooLong(timeout) => write!(
                 f,
-                "{}:{}:{}: {}",
-                path.display(),
-                error.line,
-                error.column,
-                error.rule
+                "--timeout {} is too long: the most is {}",
+                humantime::format_duration(*timeout),
+                humantime::format_duration(MAX_TIMEOUT)
             ),
-            ConfigError::Reply { path, error } => write!(f, "{}: {error}", path.display()),
-            ConfigError::Allow { spec, error } => write!(f, "--allow '{spec}': {error}"),
-            ConfigError::Invalid(what) => f.write_str(what),
         }
     }
 }
 
+// The policy's error is the whole message, so it is not also the source.
 impl std::error::Error for ConfigError {}
+
+impl From<LoadError> for ConfigError {
+    fn from(e: LoadError) -> ConfigError {
+        ConfigError::Policy(e)
+    }
+}
 
 /// The longest `--timeout`: a client that has sent no request for an hour is
 /// not going to, and a bound keeps deadline arithmetic far from the clock's
 /// limit.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
-
-/// Reads a policy file, but never more than one byte past
-/// [`policy::MAX_POLICY_LEN`]: enough for validation to refuse an oversize
-/// document without reading all of `/dev/zero` or a huge file first.
-fn read_policy(path: &Path) -> std::io::Result<Vec<u8>> {
-    let mut document = Vec::new();
-    std::fs::File::open(path)?
-        .take(policy::MAX_POLICY_LEN as u64 + 1)
-        .read_to_end(&mut document)?;
-    Ok(document)
-}
-
-/// Flash Player honours a policy served from a port of 1024 or above only
-/// for ports of 1024 or above. Says which rules grant lower ports in vain.
-fn low_port_warning(listen: &Listen, policy: &Policy) -> Option<String> {
-    let Listen::Addrs(addrs) = listen else {
-        return None; // the default is port 843
-    };
-    let high = addrs.iter().find(|a| a.port() == 0 || a.port() >= 1024)?;
-    let vain: Vec<String> = policy
-        .allow
-        .iter()
-        .filter(|rule| {
-            rule.to_ports
-                .ranges()
-                .is_some_and(|ranges| ranges.iter().any(|r| r.first() < 1024))
-        })
-        .map(|rule| format!("{}:{}", rule.domain, rule.to_ports))
-        .collect();
-    if vain.is_empty() {
-        return None;
-    }
-    Some(format!(
-        "the policy is served from {high}, a port of 1024 or above, where Flash Player ignores \
-         grants of ports below 1024, so these rules grant less than they say: {}",
-        vain.join(", ")
-    ))
-}
-
-/// Where the policy comes from, kept so that SIGHUP can load it again with
-/// exactly the checks start-up used.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PolicySource {
-    /// `--policy FILE`: read (bounded) and validated on every load.
-    File(PathBuf),
-    /// `--allow` specs, rendered on every load; none means the default
-    /// policy, which allows every domain to connect to every port.
-    Allow(Vec<String>),
-}
-
-/// A policy loaded and validated, ready to serve.
-#[derive(Debug)]
-pub struct LoadedPolicy {
-    /// The reply every client gets.
-    pub reply: Reply,
-    /// One line describing the policy, for the log.
-    pub summary: String,
-    /// Warnings to log (already formatted with their source).
-    pub warnings: Vec<String>,
-}
-
-impl PolicySource {
-    /// Reads (or renders), validates and builds the reply, with the warnings
-    /// that apply when it is served on `listen`. Reading a file takes at
-    /// most [`policy::MAX_POLICY_LEN`] + 1 bytes.
-    pub fn load(&self, listen: &Listen) -> Result<LoadedPolicy, ConfigError> {
-        let mut warnings = Vec::new();
-        let (policy, reply, summary) = match self {
-            PolicySource::File(path) => {
-                let document = read_policy(path).map_err(|error| ConfigError::Read {
-                    path: path.clone(),
-                    error,
-                })?;
-                let validated = policy::validate(&document).map_err(|mut error| {
-                    // Only MAX_POLICY_LEN + 1 bytes were read: name the file's
-                    // real size where it has one (not for /dev/zero or a pipe).
-                    if let Rule::TooLarge { len } = &mut error.rule {
-                        if let Ok(meta) = std::fs::metadata(path) {
-                            *len = (*len).max(usize::try_from(meta.len()).unwrap_or(usize::MAX));
-                        }
-                    }
-                    ConfigError::Policy {
-                        path: path.clone(),
-                        error,
-                    }
-                })?;
-                for w in &validated.warnings {
-                    warnings.push(format!(
-                        "{}:{}:{}: {}",
-                        path.display(),
-                        w.line,
-                        w.column,
-                        w.rule
-                    ));
-                }
-                let reply = Reply::new(&document).map_err(|error| ConfigError::Reply {
-                    path: path.clone(),
-                    error,
-                })?;
-                let summary = format!(
-                    "{} ({} rules, {} bytes)",
-                    path.display(),
-                    validated.policy.allow.len(),
-                    document.len()
-                );
-                (validated.policy, reply, summary)
-            }
-            PolicySource::Allow(specs) => {
-                let policy = if specs.is_empty() {
-                    warnings.push(
-                        "no --policy or --allow given: serving the default policy, which lets \
-                         every domain connect to every port"
-                            .to_string(),
-                    );
-                    Policy::allow_all()
-                } else {
-                    let mut allow = Vec::with_capacity(specs.len());
-                    for spec in specs {
-                        allow.push(policy::parse_allow_spec(spec).map_err(|error| {
-                            ConfigError::Allow {
-                                spec: spec.clone(),
-                                error,
-                            }
-                        })?);
-                    }
-                    Policy {
-                        site_control: None,
-                        allow,
-                    }
-                };
-                let document = policy.render();
-                // The same checks as a file gets: the size refusal and warnings.
-                let generated = PathBuf::from("<generated>");
-                let validated =
-                    policy::validate(document.as_bytes()).map_err(|error| ConfigError::Policy {
-                        path: generated.clone(),
-                        error,
-                    })?;
-                for w in &validated.warnings {
-                    warnings.push(format!(
-                        "{}:{}:{}: {}",
-                        generated.display(),
-                        w.line,
-                        w.column,
-                        w.rule
-                    ));
-                }
-                let summary = format!(
-                    "generated ({} rules, {} bytes)",
-                    policy.allow.len(),
-                    document.len()
-                );
-                let reply =
-                    Reply::new(document.as_bytes()).map_err(|error| ConfigError::Reply {
-                        path: generated,
-                        error,
-                    })?;
-                (policy, reply, summary)
-            }
-        };
-        warnings.extend(low_port_warning(listen, &policy));
-        Ok(LoadedPolicy {
-            reply,
-            summary,
-            warnings,
-        })
-    }
-}
 
 impl Config {
     /// Validates the arguments and builds the reply. Nothing is bound yet.
@@ -390,19 +204,13 @@ impl Config {
         } = policy_source.load(&listen)?;
 
         if args.max_connections == 0 {
-            return Err(ConfigError::Invalid(
-                "--max-connections must be at least 1".into(),
-            ));
+            return Err(ConfigError::ZeroMaxConnections);
         }
         if args.timeout.is_zero() {
-            return Err(ConfigError::Invalid("--timeout must be more than 0".into()));
+            return Err(ConfigError::ZeroTimeout);
         }
         if args.timeout > MAX_TIMEOUT {
-            return Err(ConfigError::Invalid(format!(
-                "--timeout {} is too long: the most is {}",
-                humantime::format_duration(args.timeout),
-                humantime::format_duration(MAX_TIMEOUT)
-            )));
+            return Err(ConfigError::TimeoutTooLong(args.timeout));
         }
         let threads = match args.threads {
             Some(n) => n.get(),
@@ -424,48 +232,5 @@ impl Config {
             defer_accept: args.defer_accept,
             log: args.log,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use flashpolicy_proto::policy::parse_allow_spec;
-
-    fn policy(specs: &[&str]) -> Policy {
-        Policy {
-            site_control: None,
-            allow: specs
-                .iter()
-                .map(|s| parse_allow_spec(s).expect("valid spec"))
-                .collect(),
-        }
-    }
-
-    fn addrs(list: &[&str]) -> Listen {
-        Listen::Addrs(list.iter().map(|a| a.parse().expect("address")).collect())
-    }
-
-    #[test]
-    fn warns_when_a_high_port_serves_grants_below_1024() {
-        let p = policy(&[
-            "*:80,8000-9000",
-            "example.com:9000",
-            "*.example.org:1000-2000",
-        ]);
-        let w = low_port_warning(&addrs(&["127.0.0.1:8843"]), &p).expect("a warning");
-        assert!(w.contains("127.0.0.1:8843"), "{w}");
-        assert!(w.contains("*:80,8000-9000"), "{w}");
-        assert!(w.contains("*.example.org:1000-2000"), "{w}");
-        assert!(!w.contains("example.com:9000"), "{w}");
-    }
-
-    #[test]
-    fn no_warning_on_843_or_for_high_ports_or_any_port() {
-        let low = policy(&["*:80"]);
-        assert_eq!(low_port_warning(&Listen::Default, &low), None);
-        assert_eq!(low_port_warning(&addrs(&["0.0.0.0:843"]), &low), None);
-        let high = policy(&["*:1024-2048", "*:*"]);
-        assert_eq!(low_port_warning(&addrs(&["127.0.0.1:8843"]), &high), None);
     }
 }

@@ -1,14 +1,31 @@
 //! `flashpolicyd`: serves one Flash socket policy to many clients, fast.
 //!
 //! * [`config`] turns the command line into one validated [`config::Config`].
+//! * [`policy`] loads the policy: a `--policy` file or the `--allow` specs,
+//!   validated and made into the reply, at start-up and on every reload.
 //! * [`listener`] opens one SO_REUSEPORT listening socket per worker and address.
-//! * [`engine`] runs the workers: [`engine::epoll`] (mio) or [`engine::uring`].
-//! * [`shutdown`] carries SIGINT/SIGTERM to every worker.
+//! * [`supervisor`] runs the server: starts the workers (pinned with
+//!   `--pin`), waits for them, stops them all when one fails, and reports
+//!   the totals.
+//! * `engine` runs the workers: `engine::epoll` (mio) or `engine::uring`,
+//!   each driving the serving core of `flashpolicy_proto::serve`.
+//! * [`control`] catches SIGINT, SIGTERM and SIGHUP, and wakes the workers
+//!   through their eventfds to stop them (SIGINT/SIGTERM: stop accepting,
+//!   drain, exit).
+//! * [`reload`] hands a policy loaded again on SIGHUP to every worker.
+//! * [`error`] says why the server did not start or stopped with a failure,
+//!   and which exit status that is.
 //!
 //! All protocol decisions come from `flashpolicy-proto`; the engines only move
 //! bytes.
 
+#![warn(unreachable_pub)]
+
 pub mod config;
-pub mod engine;
+pub mod control;
+pub(crate) mod engine;
+pub mod error;
 pub mod listener;
-pub mod shutdown;
+pub mod policy;
+pub mod reload;
+pub mod supervisor;

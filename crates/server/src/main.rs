@@ -12,17 +12,12 @@
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
 
 use clap::Parser;
-use flashpolicy_server::config::{Args, Config, Listen, PolicySource};
-use flashpolicy_server::engine::{self, Stats, WorkerCtx};
-use flashpolicy_server::listener::{self, ListenOptions};
-use flashpolicy_server::shutdown::{ReplyMailbox, ShutdownFlag, Wakeup};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
-use tracing::{error, info, warn};
+use flashpolicy_server::config::{Args, Config};
+use flashpolicy_server::error::StartError;
+use flashpolicy_server::supervisor;
+use tracing::error;
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -30,23 +25,26 @@ fn main() -> ExitCode {
     let check = args.check;
     let config = match Config::from_args(args) {
         Ok(config) => config,
-        Err(e) => {
-            // One plain line, file:line:column first, so editors and
-            // scripts can jump to it.
-            eprintln!("flashpolicyd: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return exit(&StartError::Config(e)),
     };
     if check {
         return print_check(&config);
     }
-    match run(config) {
+    match supervisor::run(config) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            error!("{e}");
-            ExitCode::from(1)
-        }
+        Err(e) => exit(&e),
     }
+}
+
+/// Reports `e` and gives its exit status.
+fn exit(e: &StartError) -> ExitCode {
+    match e {
+        // One plain line, file:line:column first, so editors and scripts
+        // can jump to it.
+        StartError::Config(e) => eprintln!("flashpolicyd: {e}"),
+        e => error!("{e}"),
+    }
+    ExitCode::from(e.exit_code())
 }
 
 /// `--check`: what would be served, on stdout, and nothing bound.
@@ -77,365 +75,4 @@ fn init_logging(filter: &str) {
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
-}
-
-fn run(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
-    // Before anything is bound or logged: a signal that arrives once
-    // "listening on" is printed must reach the handler, not kill the process.
-    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
-    for w in &config.warnings {
-        warn!("{w}");
-    }
-    let resolved = engine::resolve_backend(config.backend, config.send_zc)?;
-    info!("engine {}: {}", resolved.engine, resolved.reason);
-    config.backend = resolved.engine.into();
-    let opts = ListenOptions {
-        backlog: config.backlog,
-        defer_accept_secs: config
-            .defer_accept
-            .then(|| u32::try_from(config.timeout.as_secs().max(1)).unwrap_or(u32::MAX)),
-    };
-    let sockets = listener::bind_all(&config.listen, config.threads, opts)?;
-    let addrs = match sockets.first() {
-        Some(first) => first
-            .iter()
-            .map(std::net::TcpListener::local_addr)
-            .collect::<Result<Vec<_>, _>>()?,
-        None => Vec::new(),
-    };
-
-    // Open every descriptor the process needs before any worker runs: once
-    // workers accept, a low RLIMIT_NOFILE can be used up at any moment, and
-    // start-up must not fail half-way because of it.
-    let shutdown = ShutdownFlag::default();
-    let mailboxes: Vec<ReplyMailbox> = (0..sockets.len())
-        .map(|_| ReplyMailbox::default())
-        .collect();
-    let mut wakeups = Vec::with_capacity(sockets.len());
-    let mut wakers = Vec::with_capacity(sockets.len());
-    let mut signal_wakers = Vec::with_capacity(sockets.len());
-    for _ in 0..sockets.len() {
-        let wakeup = Wakeup::new()?;
-        wakers.push(wakeup.try_clone()?);
-        signal_wakers.push(wakeup.try_clone()?);
-        wakeups.push(wakeup);
-    }
-    // Never freed (see `Reloader`).
-    let reply: &'static [u8] = config.reply.clone().leak();
-    let signal_handle = signals.handle();
-    {
-        let shutdown = shutdown.clone();
-        // Reloads run on their own thread: reading the policy may block (a
-        // pipe, a terminal, a hung network mount), and the signal thread must
-        // stay free to act on SIGINT/SIGTERM meanwhile.
-        let (reload_tx, reload_rx) = mpsc::channel::<()>();
-        let reloader = Reloader {
-            source: config.policy_source.clone(),
-            listen: config.listen.clone(),
-            current: reply,
-            leaked: vec![reply],
-            mailboxes: mailboxes.clone(),
-            wakers: signal_wakers
-                .iter()
-                .map(Wakeup::try_clone)
-                .collect::<Result<_, _>>()?,
-            shutdown: shutdown.clone(),
-        };
-        std::thread::Builder::new()
-            .name("reload".into())
-            .spawn(move || reloader.serve(&reload_rx))?;
-        std::thread::Builder::new()
-            .name("signals".into())
-            .spawn(move || {
-                let mut stopping = false;
-                for sig in signals.forever() {
-                    if sig == SIGHUP {
-                        if stopping || shutdown.is_set() {
-                            info!("signal {sig}: shutting down; the policy is not reloaded");
-                        } else if reload_tx.send(()).is_err() {
-                            error!("signal {sig}: the reload thread is gone; not reloaded");
-                        }
-                    } else if !stopping {
-                        stopping = true;
-                        info!("signal {sig}: no longer accepting; finishing open connections");
-                        stop_all(&shutdown, &signal_wakers);
-                    } else {
-                        // A second signal during the drain (which a long
-                        // --timeout can make long) quits at once, as a shell
-                        // reports a signal death.
-                        error!("signal {sig} again: exiting now, open connections dropped");
-                        std::process::exit(128 + sig);
-                    }
-                }
-            })?;
-    }
-
-    let per_worker = config.max_connections.div_ceil(config.threads).max(1);
-    let cpus = online_cpus();
-    let (done_tx, done_rx) = mpsc::channel::<(usize, std::io::Result<Stats>)>();
-    // Test hook (debug builds only): the worker with this id panics at start.
-    #[cfg(debug_assertions)]
-    let test_panic_worker: Option<usize> = std::env::var("FLASHPOLICYD_TEST_PANIC_WORKER")
-        .ok()
-        .and_then(|v| v.parse().ok());
-    let mut handles = Vec::with_capacity(config.threads);
-    for (id, ((listeners, wakeup), new_reply)) in
-        sockets.into_iter().zip(wakeups).zip(mailboxes).enumerate()
-    {
-        let ctx = WorkerCtx {
-            id,
-            listeners,
-            reply,
-            new_reply,
-            timeout: config.timeout,
-            max_connections: per_worker,
-            wakeup,
-            shutdown: shutdown.clone(),
-            send_zc: config.send_zc,
-        };
-        let chosen = resolved.engine;
-        let pin = config.pin.then(|| cpus[id % cpus.len()]);
-        let report = Report {
-            id,
-            done: Some(done_tx.clone()),
-        };
-        #[cfg(debug_assertions)]
-        let panic_hook = test_panic_worker == Some(id);
-        handles.push(
-            std::thread::Builder::new()
-                .name(format!("worker-{id}"))
-                .spawn(move || {
-                    #[cfg(debug_assertions)]
-                    if panic_hook {
-                        panic!("worker {id}: FLASHPOLICYD_TEST_PANIC_WORKER asked for a panic");
-                    }
-                    if let Some(cpu) = pin {
-                        if let Err(e) = pin_to_cpu(cpu) {
-                            warn!("worker {id}: cannot pin to CPU {cpu}: {e}");
-                        }
-                    }
-                    let result = engine::run_worker(chosen, ctx);
-                    report.send(result);
-                })?,
-        );
-    }
-    drop(done_tx);
-    // Logged once everything is up: tests and scripts wait for these lines.
-    for addr in &addrs {
-        info!("listening on {addr}");
-    }
-    info!(
-        "engine {}, {} threads, timeout {:?}, max {} connections, policy {}",
-        config.backend,
-        config.threads,
-        config.timeout,
-        config.max_connections,
-        config.policy_summary
-    );
-
-    let mut totals = Stats::default();
-    let mut failed = false;
-    for (id, result) in done_rx.iter() {
-        match result {
-            Ok(stats) => totals += stats,
-            Err(e) => {
-                error!("worker {id} failed: {e}");
-                failed = true;
-                stop_all(&shutdown, &wakers);
-            }
-        }
-    }
-    for (id, h) in handles.into_iter().enumerate() {
-        if h.join().is_err() {
-            // Its Report has normally said so already, and the others have
-            // been stopped; a panic is a failure whatever was reported.
-            if !failed {
-                error!("worker {id} panicked");
-            }
-            failed = true;
-        }
-    }
-    signal_handle.close();
-    info!(
-        "stopped: served {}, rejected {}, timed out {}, failed {}, shed {} (accepted {})",
-        totals.served,
-        totals.rejected,
-        totals.timed_out,
-        totals.failed,
-        totals.shed,
-        totals.accepted
-    );
-    if failed {
-        return Err("a worker failed".into());
-    }
-    Ok(())
-}
-
-/// Carries a worker's result to the main thread, and an error in its place
-/// when the worker unwinds without one (a panic), so that the main thread
-/// stops the others and exits 1 instead of waiting on them and exiting 0.
-/// Release builds set `panic = "abort"`: there a worker panic kills the whole
-/// process before anything is reported.
-struct Report {
-    id: usize,
-    done: Option<mpsc::Sender<(usize, std::io::Result<Stats>)>>,
-}
-
-impl Report {
-    fn send(mut self, result: std::io::Result<Stats>) {
-        if let Some(done) = self.done.take() {
-            let _ = done.send((self.id, result));
-        }
-    }
-}
-
-impl Drop for Report {
-    fn drop(&mut self) {
-        if let Some(done) = self.done.take() {
-            let error = std::io::Error::other("the worker ended without a result (it panicked)");
-            let _ = done.send((self.id, Err(error)));
-        }
-    }
-}
-
-/// How long a reload waits for every worker to take the new reply before it
-/// logs the result anyway. A worker looks at its mailbox as soon as its
-/// event loop comes round, which takes microseconds, not seconds.
-const RELOAD_PICKUP_WAIT: Duration = Duration::from_secs(2);
-
-/// SIGHUP: loads the policy again and hands the new reply to every worker.
-struct Reloader {
-    source: PolicySource,
-    listen: Listen,
-    /// The reply the workers were last given.
-    current: &'static [u8],
-    /// Every reply ever handed out (never freed, see `reload`); a policy
-    /// switched back and forth reuses its buffer instead of leaking again.
-    leaked: Vec<&'static [u8]>,
-    /// One per worker, in the same order as `wakers`.
-    mailboxes: Vec<ReplyMailbox>,
-    wakers: Vec<Wakeup>,
-    shutdown: ShutdownFlag,
-}
-
-impl Reloader {
-    /// Reloads once per request; requests that pile up while a reload runs
-    /// are served by one more reload, not one each.
-    fn serve(mut self, requests: &mpsc::Receiver<()>) {
-        while requests.recv().is_ok() {
-            while requests.try_recv().is_ok() {}
-            if self.shutdown.is_set() {
-                info!("shutting down; the policy is not reloaded");
-                continue;
-            }
-            self.reload();
-        }
-    }
-
-    fn reload(&mut self) {
-        let loaded = match self.source.load(&self.listen) {
-            Ok(loaded) => loaded,
-            Err(e) => {
-                // `e` names file:line:column and the rule broken.
-                error!("cannot reload the policy, still serving the previous one: {e}");
-                return;
-            }
-        };
-        for w in &loaded.warnings {
-            warn!("{w}");
-        }
-        if loaded.reply.as_bytes() == self.current {
-            info!("reloaded policy: {} (unchanged)", loaded.summary);
-            return;
-        }
-        // Leaked on purpose and never freed, like the first reply: an
-        // io_uring send (or zero-copy notification) still in flight may point
-        // at an old buffer, and nothing tells this thread when the last one
-        // has completed. A reply is at most MAX_POLICY_LEN + 1 bytes (about
-        // 10 KB), and equal replies share one buffer, so memory grows only
-        // with the number of distinct policies ever served.
-        let reply: &'static [u8] = match self.leaked.iter().find(|r| **r == loaded.reply.as_bytes())
-        {
-            Some(&known) => known,
-            None => {
-                let fresh = loaded.reply.leak();
-                self.leaked.push(fresh);
-                fresh
-            }
-        };
-        self.current = reply;
-        for (mailbox, waker) in self.mailboxes.iter().zip(&self.wakers) {
-            mailbox.put(reply);
-            if let Err(e) = waker.wake() {
-                warn!("cannot wake a worker: {e}");
-            }
-        }
-        // The log line means every worker serves the new policy: wait (a
-        // little, bounded) until each has taken it.
-        let deadline = Instant::now() + RELOAD_PICKUP_WAIT;
-        let waiting = loop {
-            let waiting = self.mailboxes.iter().filter(|m| m.is_pending()).count();
-            if waiting == 0 || Instant::now() >= deadline {
-                break waiting;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        };
-        if waiting == 0 {
-            info!("reloaded policy: {}", loaded.summary);
-        } else {
-            warn!(
-                "reloaded policy: {}; {waiting} of {} workers have not taken it yet",
-                loaded.summary,
-                self.mailboxes.len()
-            );
-        }
-    }
-}
-
-fn stop_all(shutdown: &ShutdownFlag, wakers: &[Wakeup]) {
-    shutdown.trigger();
-    for w in wakers {
-        if let Err(e) = w.wake() {
-            warn!("cannot wake a worker: {e}");
-        }
-    }
-}
-
-/// The CPUs this process may run on, in order.
-fn online_cpus() -> Vec<usize> {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_getaffinity
-    // writes at most size_of::<cpu_set_t>() bytes into it.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: see above; pid 0 is the calling thread.
-    let rc =
-        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
-    let cpus: Vec<usize> = if rc == 0 {
-        // SAFETY: CPU_ISSET reads the set we own, with an index below CPU_SETSIZE.
-        (0..libc::CPU_SETSIZE as usize)
-            .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
-            .collect()
-    } else {
-        Vec::new()
-    };
-    if cpus.is_empty() {
-        vec![0]
-    } else {
-        cpus
-    }
-}
-
-fn pin_to_cpu(cpu: usize) -> std::io::Result<()> {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: CPU_SET writes inside the set we own; `cpu` comes from
-    // sched_getaffinity so it is below CPU_SETSIZE.
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: passes a pointer to our live set and its exact size; pid 0 is
-    // the calling thread.
-    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
 }

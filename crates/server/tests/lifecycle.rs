@@ -300,10 +300,14 @@ fn sigterm_finishes_in_flight_clients_then_exits_0_with_totals() {
 
         // The idle one is bounded by the timeout, then the server exits 0.
         let log = server.expect_exit(0, &format!("[{backend}]"));
-        let totals =
-            stopped_totals(&log).unwrap_or_else(|| panic!("[{backend}] no totals; log:\n{log}"));
-        assert_eq!(totals.get("served"), Some(&2), "[{backend}] log:\n{log}");
-        assert_eq!(totals.get("timed out"), Some(&1), "[{backend}] log:\n{log}");
+        let totals = expect_totals(&log, &format!("[{backend}]"));
+        assert_eq!(totals.served, 2, "[{backend}] log:\n{log}");
+        assert_eq!(totals.timed_out, 1, "[{backend}] log:\n{log}");
+        assert_eq!(
+            totals.accepted,
+            totals.ended_total(),
+            "[{backend}] log:\n{log}"
+        );
         drop(idle);
     }
 }
@@ -320,39 +324,31 @@ fn sigint_with_nothing_in_flight_exits_at_once() {
             "[{backend}] took {:?} to stop with no clients",
             started.elapsed()
         );
-        let totals =
-            stopped_totals(&log).unwrap_or_else(|| panic!("[{backend}] no totals; log:\n{log}"));
-        assert_eq!(totals.get("served"), Some(&0), "[{backend}] log:\n{log}");
+        let totals = expect_totals(&log, &format!("[{backend}]"));
+        assert_eq!(totals, Default::default(), "[{backend}] log:\n{log}");
     }
-}
-
-/// The numbers of the "stopped: served N, rejected N, ... (accepted N)" line,
-/// by name.
-fn stopped_totals(log: &str) -> Option<std::collections::HashMap<String, u64>> {
-    let line = log.lines().find(|l| l.contains("stopped: served"))?;
-    let rest = &line[line.find("stopped: ")? + "stopped: ".len()..];
-    let mut totals = std::collections::HashMap::new();
-    for part in rest.split([',', '(', ')']) {
-        let part = part.trim();
-        if part.is_empty() {
-            continue;
-        }
-        let (name, number) = part.rsplit_once(' ')?;
-        totals.insert(name.to_string(), number.parse().ok()?);
-    }
-    Some(totals)
 }
 
 #[test]
-fn totals_are_parsed_as_numbers() {
-    let totals = stopped_totals(
+fn the_totals_line_is_parsed_strictly() {
+    let log =
+        "x INFO stopped: served 20, rejected 0, timed out 1, failed 0, shed 0 (accepted 21)\n\
+               flashpolicyd: totals accepted=21 served=20 rejected=0 timed_out=1 failed=0 shed=0";
+    let totals = parse_totals(log).expect("parsed");
+    assert_eq!(
+        (totals.accepted, totals.served, totals.timed_out),
+        (21, 20, 1)
+    );
+    assert_eq!(totals.ended_total(), 21);
+    for bad in [
+        "flashpolicyd: totals accepted=1 served=1 rejected=0 timed_out=0 failed=0",
+        "flashpolicyd: totals accepted=1 served=1 rejected=0 timed_out=0 failed=0 shed=0 extra=1",
+        "flashpolicyd: totals accepted=1 served=1 served=1 timed_out=0 failed=0 shed=0",
+        "flashpolicyd: totals accepted=x served=1 rejected=0 timed_out=0 failed=0 shed=0",
         "x INFO stopped: served 20, rejected 0, timed out 1, failed 0, shed 0 (accepted 21)",
-    )
-    .expect("parsed");
-    assert_eq!(totals.get("served"), Some(&20));
-    assert_eq!(totals.get("timed out"), Some(&1));
-    assert_eq!(totals.get("accepted"), Some(&21));
-    assert_eq!(totals.len(), 6);
+    ] {
+        assert_eq!(parse_totals(bad), None, "{bad}");
+    }
 }
 
 #[test]

@@ -9,13 +9,13 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::io::{ErrorKind, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use flashpolicy_proto::serve::Tally;
 
 /// `FLASHPOLICYD_FORCE_NO_URING=1` makes the io_uring probe fail.
 const FORCE_NO_URING: &str = "FLASHPOLICYD_FORCE_NO_URING";
@@ -115,40 +115,22 @@ fn wait_fds(pid: u32, target: usize, timeout: Duration) -> usize {
     }
 }
 
-/// The counters of the "stopped: served N, rejected N, ..." line.
-fn totals(log: &str) -> HashMap<String, u64> {
-    let line = log
-        .lines()
-        .find(|l| l.contains("stopped: served"))
-        .unwrap_or_else(|| panic!("no totals line in the log:\n{log}"));
-    let text = &line[line.find("stopped:").expect("stopped") + "stopped:".len()..];
-    let mut out = HashMap::new();
-    for part in text.split([',', '(', ')']) {
-        let words: Vec<&str> = part.split_whitespace().collect();
-        if let Some((number, name)) = words.split_last() {
-            if let Ok(n) = number.parse::<u64>() {
-                out.insert(name.join(" "), n);
-            }
-        }
-    }
-    out
+/// The totals the server printed at exit.
+fn totals(log: &str) -> Tally {
+    expect_totals(log, "uring")
 }
 
 /// Every accepted connection ended in exactly one way: none was lost.
-fn assert_accounted(t: &HashMap<String, u64>, what: &str) {
-    let ended: u64 = ["served", "rejected", "timed out", "failed", "shed"]
-        .iter()
-        .map(|k| t.get(*k).copied().unwrap_or(0))
-        .sum();
+fn assert_accounted(t: &Tally, what: &str) {
     assert_eq!(
-        t.get("accepted").copied(),
-        Some(ended),
+        t.accepted,
+        t.ended_total(),
         "{what}: accepted connections must each end exactly once: {t:?}"
     );
 }
 
 /// SIGTERM, then the exit status (must be 0) and the totals.
-fn stop(server: &mut Server, within: Duration, what: &str) -> HashMap<String, u64> {
+fn stop(server: &mut Server, within: Duration, what: &str) -> Tally {
     server.signal(libc::SIGTERM);
     let status = server
         .wait_exit(within)
@@ -333,7 +315,7 @@ fn a_burst_larger_than_the_completion_queue_is_all_served() {
         h.join().expect("a client thread failed");
     }
     let t = stop(&mut server, PROCESS_TIMEOUT, "burst");
-    assert_eq!(t["served"], (THREADS * per_thread) as u64, "{t:?}");
+    assert_eq!(t.served, (THREADS * per_thread) as u64, "{t:?}");
 }
 
 #[test]
@@ -375,8 +357,8 @@ fn thousands_of_idle_connections_time_out_together() {
     let left = wait_fds(pid, baseline, Duration::from_secs(5));
     assert_eq!(left, baseline, "descriptors after {n} timeouts");
     let t = stop(&mut server, PROCESS_TIMEOUT, "idle");
-    assert_eq!(t["timed out"], n as u64, "{t:?}");
-    assert_eq!(t["served"], 2, "{t:?}");
+    assert_eq!(t.timed_out, n as u64, "{t:?}");
+    assert_eq!(t.served, 2, "{t:?}");
 }
 
 #[test]
@@ -434,8 +416,8 @@ fn trickling_clients_time_out_too_and_free_their_descriptors() {
     let left = wait_fds(pid, baseline, Duration::from_secs(5));
     assert_eq!(left, baseline, "descriptors after {n} trickling clients");
     let t = stop(&mut server, PROCESS_TIMEOUT, "trickle");
-    assert_eq!(t["timed out"] + t["failed"], n as u64, "{t:?}");
-    assert_eq!(t["served"], 1, "{t:?}");
+    assert_eq!(t.timed_out + t.failed, n as u64, "{t:?}");
+    assert_eq!(t.served, 1, "{t:?}");
 }
 
 #[test]
@@ -468,9 +450,9 @@ fn clients_that_reset_mid_operation_are_cleaned_up() {
     let left = wait_fds(pid, baseline, Duration::from_secs(10));
     assert_eq!(left, baseline, "descriptors after resets");
     let t = stop(&mut server, PROCESS_TIMEOUT, "resets");
-    assert_eq!(t["accepted"], 4 + 900, "{t:?}");
+    assert_eq!(t.accepted, 4 + 900, "{t:?}");
     assert_eq!(
-        t["timed out"], 0,
+        t.timed_out, 0,
         "resets must not wait for the timeout: {t:?}"
     );
 }
@@ -514,7 +496,7 @@ fn sigterm_with_thousands_of_operations_in_flight_finishes_them_and_exits_0() {
     assert_eq!(status.code(), Some(0), "{}", server.log_text());
     let t = totals(&server.log_text());
     assert_accounted(&t, "shutdown");
-    assert_eq!(t["served"], 51, "{t:?}");
+    assert_eq!(t.served, 51, "{t:?}");
 }
 
 #[test]
@@ -530,7 +512,7 @@ fn sigterm_with_idle_connections_exits_0_after_they_time_out() {
     let _idle = open_many(addr, n, b"");
     std::thread::sleep(Duration::from_millis(100));
     let t = stop(&mut server, Duration::from_secs(20), "shutdown timeout");
-    assert_eq!(t["timed out"], n as u64, "{t:?}");
+    assert_eq!(t.timed_out, n as u64, "{t:?}");
 }
 
 #[test]
@@ -574,9 +556,9 @@ fn no_descriptor_leaks_after_mixed_load() {
     let left = wait_fds(pid, baseline, Duration::from_secs(10));
     assert_eq!(left, baseline, "descriptors after the load");
     let t = stop(&mut server, PROCESS_TIMEOUT, "leaks");
-    assert_eq!(t["served"], 201, "{t:?}");
-    assert_eq!(t["rejected"], 200, "{t:?}");
-    assert_eq!(t["timed out"], 50, "{t:?}");
+    assert_eq!(t.served, 201, "{t:?}");
+    assert_eq!(t.rejected, 200, "{t:?}");
+    assert_eq!(t.timed_out, 50, "{t:?}");
 }
 
 #[test]
@@ -597,7 +579,7 @@ fn send_zc_serves_the_same_reply() {
     let streams = open_many(addr, 200, REQUEST);
     assert_all_served(streams, &expected, "send-zc burst");
     let t = stop(&mut server, PROCESS_TIMEOUT, "send-zc");
-    assert_eq!(t["served"], 202, "{t:?}");
+    assert_eq!(t.served, 202, "{t:?}");
 }
 
 #[test]
@@ -652,8 +634,8 @@ fn fallback_ring_setups_work_too() {
             assert!(got.is_empty(), "[{flags}] an idle client got a reply");
         }
         let t = stop(&mut server, PROCESS_TIMEOUT, flags);
-        assert_eq!(t["served"], 201, "[{flags}] {t:?}");
-        assert_eq!(t["timed out"], 20, "[{flags}] {t:?}");
+        assert_eq!(t.served, 201, "[{flags}] {t:?}");
+        assert_eq!(t.timed_out, 20, "[{flags}] {t:?}");
     }
 }
 
@@ -706,8 +688,8 @@ fn accept_under_fd_exhaustion_sheds_serves_and_leaks_nothing() {
     let left = wait_fds(pid, baseline, Duration::from_secs(10));
     assert_eq!(left, baseline, "descriptors after exhaustion");
     let t = stop(&mut server, PROCESS_TIMEOUT, "fd exhaustion");
-    assert!(t["served"] >= served as u64 + 2, "{t:?}");
-    assert!(t["shed"] > 0, "nothing was shed: {t:?}");
+    assert!(t.served >= served as u64 + 2, "{t:?}");
+    assert!(t.shed > 0, "nothing was shed: {t:?}");
 }
 
 #[test]
@@ -733,8 +715,8 @@ fn out_of_descriptors_at_shutdown_queued_clients_are_shed_not_reset() {
             server.log_text()
         );
         let t = stop(&mut server, PROCESS_TIMEOUT, backend);
-        assert_eq!(t["accepted"], 201, "[{backend}] everyone accepted: {t:?}");
-        assert!(t["shed"] > 0, "[{backend}] nothing shed: {t:?}");
+        assert_eq!(t.accepted, 201, "[{backend}] everyone accepted: {t:?}");
+        assert!(t.shed > 0, "[{backend}] nothing shed: {t:?}");
         for (i, mut s) in streams.into_iter().enumerate() {
             match read_to_close(&mut s, 64) {
                 Ok(got) => assert!(got.is_empty(), "[{backend}] #{i} got a reply"),

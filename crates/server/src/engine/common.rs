@@ -10,32 +10,30 @@ use std::time::Duration;
 use flashpolicy_proto::serve::{AcceptErrorKind, AcceptErrorPlan};
 use tracing::{error, warn};
 
-use crate::shutdown::ReplyMailbox;
-
 /// How long accepting pauses after the process ran out of descriptors (or
 /// memory), or after an accept error of an unknown kind, before it tries
 /// again.
-pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
+pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
 
 /// Most connections one worker holds open at once, whatever
 /// `--max-connections` asks: both engines preallocate a slot per connection
 /// at start-up (the io_uring engine a receive buffer too). A real worker
 /// runs out of descriptors long before this.
-pub const MAX_CONNECTIONS_PER_WORKER: usize = 1 << 20;
+pub(crate) const MAX_CONNECTIONS_PER_WORKER: usize = 1 << 20;
 
 /// Accepted connections that may wait for a slot (see
 /// `flashpolicy_proto::serve::admission`).
-pub const MAX_PARKED: usize = 64;
+pub(crate) const MAX_PARKED: usize = 64;
 
 /// Bytes per read. A request never needs more than
 /// [`flashpolicy_proto::request::MAX_REQUEST_LEN`]; a little more lets a
 /// client's whole first segment in without reading a flood.
-pub const RECV_LEN: usize = 64;
+pub(crate) const RECV_LEN: usize = 64;
 const _: () = assert!(RECV_LEN >= flashpolicy_proto::request::MAX_REQUEST_LEN);
 
 /// The per-worker connection cap: `requested`, at least 1, at most
 /// [`MAX_CONNECTIONS_PER_WORKER`]. Clamping is logged once per process.
-pub fn connection_cap(requested: usize) -> usize {
+pub(crate) fn connection_cap(requested: usize) -> usize {
     static WARNED: Once = Once::new();
     if requested > MAX_CONNECTIONS_PER_WORKER {
         WARNED.call_once(|| {
@@ -50,7 +48,7 @@ pub fn connection_cap(requested: usize) -> usize {
 
 /// The errno of an `accept` error (`EAGAIN` for `WouldBlock`, `EIO` where
 /// the error carries none).
-pub fn accept_errno(e: &io::Error) -> i32 {
+pub(crate) fn accept_errno(e: &io::Error) -> i32 {
     if e.kind() == io::ErrorKind::WouldBlock {
         return libc::EAGAIN;
     }
@@ -59,7 +57,7 @@ pub fn accept_errno(e: &io::Error) -> i32 {
 
 /// The spare descriptor: sacrificed to accept (and close) one connection
 /// when the process is out of descriptors.
-pub fn open_spare() -> Option<File> {
+pub(crate) fn open_spare() -> Option<File> {
     File::open("/dev/null").ok()
 }
 
@@ -68,7 +66,7 @@ pub fn open_spare() -> Option<File> {
 /// connection is dropped at once) has a descriptor to use, then reopens the
 /// spare. Returns whether a connection was shed: false without a spare (it
 /// could not be reopened last time) or when the accept failed.
-pub fn shed_one(spare: &mut Option<File>, accept_and_close: impl FnOnce() -> bool) -> bool {
+pub(crate) fn shed_one(spare: &mut Option<File>, accept_and_close: impl FnOnce() -> bool) -> bool {
     let Some(file) = spare.take() else {
         return false;
     };
@@ -79,7 +77,7 @@ pub fn shed_one(spare: &mut Option<File>, accept_and_close: impl FnOnce() -> boo
 }
 
 /// Logs an accept error the serving core said to report.
-pub fn log_accept_error(id: usize, plan: &AcceptErrorPlan, errno: i32) {
+pub(crate) fn log_accept_error(id: usize, plan: &AcceptErrorPlan, errno: i32) {
     if !plan.warn {
         return;
     }
@@ -95,26 +93,11 @@ pub fn log_accept_error(id: usize, plan: &AcceptErrorPlan, errno: i32) {
 }
 
 /// Logs that a worker reached its connection cap.
-pub fn log_full(id: usize, open: usize) {
+pub(crate) fn log_full(id: usize, open: usize) {
     warn!(
         "worker {id}: {open} connections open (--max-connections); new clients wait in the \
          accept queue"
     );
-}
-
-/// After a wake-up (and after clearing the eventfd, so a reply put later
-/// comes with a wake-up of its own): adopt a reloaded reply, if one waits.
-///
-/// The old reply is `'static` and never freed, so operations in flight that
-/// still point at it stay valid.
-pub fn adopt_new_reply(id: usize, mailbox: &ReplyMailbox, reply: &mut &'static [u8]) {
-    if let Some(new) = mailbox.take() {
-        tracing::debug!(
-            "worker {id}: serving the reloaded policy ({} bytes)",
-            new.len()
-        );
-        *reply = new;
-    }
 }
 
 #[cfg(test)]

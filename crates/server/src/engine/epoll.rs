@@ -52,8 +52,8 @@ use slab::Slab;
 use tracing::debug;
 
 use super::common::{
-    self, accept_errno, adopt_new_reply, connection_cap, log_accept_error, log_full, open_spare,
-    ACCEPT_BACKOFF, MAX_PARKED, RECV_LEN,
+    self, accept_errno, connection_cap, log_accept_error, log_full, open_spare, ACCEPT_BACKOFF,
+    MAX_PARKED, RECV_LEN,
 };
 use super::WorkerCtx;
 
@@ -85,7 +85,7 @@ enum Driven {
 }
 
 /// Runs one worker until shutdown has drained it, and returns its counters.
-pub fn run(ctx: WorkerCtx) -> io::Result<Tally> {
+pub(crate) fn run(ctx: WorkerCtx) -> io::Result<Tally> {
     let mut events = Events::with_capacity(EVENTS_CAPACITY);
     let mut worker = Worker::new(ctx)?;
     worker.run(&mut events)?;
@@ -105,9 +105,9 @@ struct Worker {
     timeout: Duration,
     next_generation: u32,
     reply: &'static [u8],
-    new_reply: crate::shutdown::ReplyMailbox,
-    wakeup: crate::shutdown::Wakeup,
-    shutdown: crate::shutdown::ShutdownFlag,
+    new_reply: crate::reload::ReplyMailbox,
+    wakeup: crate::control::Wakeup,
+    shutdown: crate::control::ShutdownFlag,
     /// Sacrificed to accept (and close) one connection when out of descriptors.
     spare: Option<File>,
     /// While set, do not accept before this instant.
@@ -206,7 +206,7 @@ impl Worker {
         // Clear first, then look: a reply put after the look comes with a
         // wake-up of its own.
         self.wakeup.clear();
-        adopt_new_reply(self.id, &self.new_reply, &mut self.reply);
+        self.new_reply.adopt(self.id, &mut self.reply);
         if self.shutdown.is_set() && !self.admission.draining() {
             self.drain_listeners(now)?;
         }

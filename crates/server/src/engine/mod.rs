@@ -9,15 +9,17 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use crate::config::Backend;
-use crate::shutdown::{ReplyMailbox, ShutdownFlag, Wakeup};
+use crate::control::{ShutdownFlag, Wakeup};
+use crate::reload::ReplyMailbox;
+use uring::UringUnavailable;
 
-pub mod common;
-pub mod epoll;
-pub mod uring;
+pub(crate) mod common;
+pub(crate) mod epoll;
+pub(crate) mod uring;
 
 /// What one worker needs. Owned by the worker thread.
 #[derive(Debug)]
-pub struct WorkerCtx {
+pub(crate) struct WorkerCtx {
     /// Index of this worker, for logs and pinning.
     pub id: usize,
     /// This worker's own listeners, one per address (non-blocking).
@@ -41,11 +43,11 @@ pub struct WorkerCtx {
 
 /// Per-worker counters: how connections ended, counted by the worker alone
 /// and summed at exit.
-pub type Stats = flashpolicy_proto::serve::Tally;
+pub(crate) type Stats = flashpolicy_proto::serve::Tally;
 
 /// Runs one worker on `engine` (chosen once by [`resolve_backend`]) until
 /// shutdown has drained it.
-pub fn run_worker(engine: Engine, ctx: WorkerCtx) -> io::Result<Stats> {
+pub(crate) fn run_worker(engine: Engine, ctx: WorkerCtx) -> io::Result<Stats> {
     match engine {
         Engine::Epoll => epoll::run(ctx),
         Engine::Uring => uring::run(ctx),
@@ -78,7 +80,7 @@ impl From<Engine> for Backend {
 
 /// The engine chosen at start-up, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Resolved {
+pub(crate) struct Resolved {
     /// The engine every worker runs.
     pub engine: Engine,
     /// One line for the start-up log.
@@ -90,7 +92,7 @@ pub struct Resolved {
 /// `auto` picks io_uring when the io_uring probe succeeds and epoll otherwise;
 /// `uring` on a kernel that refuses io_uring is an error (the message says
 /// why); `epoll` is taken as asked.
-pub fn resolve_backend(requested: Backend, send_zc: bool) -> Result<Resolved, String> {
+pub(crate) fn resolve_backend(requested: Backend, send_zc: bool) -> Result<Resolved, UringUnavailable> {
     let mut resolved = resolve(requested, send_zc)?;
     if send_zc && resolved.engine == Engine::Epoll {
         resolved
@@ -100,7 +102,7 @@ pub fn resolve_backend(requested: Backend, send_zc: bool) -> Result<Resolved, St
     Ok(resolved)
 }
 
-fn resolve(requested: Backend, send_zc: bool) -> Result<Resolved, String> {
+fn resolve(requested: Backend, send_zc: bool) -> Result<Resolved, UringUnavailable> {
     match requested {
         Backend::Epoll => Ok(Resolved {
             engine: Engine::Epoll,
@@ -111,9 +113,7 @@ fn resolve(requested: Backend, send_zc: bool) -> Result<Resolved, String> {
                 engine: Engine::Uring,
                 reason: format!("asked for with --backend uring; {found}"),
             }),
-            Err(why) => Err(format!(
-                "--backend uring: io_uring is not available: {why} (use --backend epoll or auto)"
-            )),
+            Err(why) => Err(why),
         },
         Backend::Auto => Ok(match uring::probe(send_zc) {
             Ok(found) => Resolved {

@@ -14,6 +14,7 @@ use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use flashpolicy_proto::serve::Tally;
 use flashpolicy_proto::Policy;
 
 /// The server binary under test.
@@ -407,6 +408,41 @@ pub fn run_to_exit(args: &[&str], timeout: Duration) -> (Option<ExitStatus>, Str
     };
     let text = reader.join().unwrap_or_default();
     (status, text)
+}
+
+/// The totals a server printed at exit, from its structured line
+/// `flashpolicyd: totals accepted=N served=N rejected=N timed_out=N
+/// failed=N shed=N` (README, "Command line"): `None` if there is no such
+/// line, or it lacks a counter, repeats one, or has one more.
+pub fn parse_totals(log: &str) -> Option<Tally> {
+    const PREFIX: &str = "flashpolicyd: totals ";
+    let line = log.lines().find_map(|l| l.strip_prefix(PREFIX))?;
+    let mut totals = Tally::default();
+    let mut seen = Vec::new();
+    for pair in line.split(' ') {
+        let (key, value) = pair.split_once('=')?;
+        let value: u64 = value.parse().ok()?;
+        let slot = match key {
+            "accepted" => &mut totals.accepted,
+            "served" => &mut totals.served,
+            "rejected" => &mut totals.rejected,
+            "timed_out" => &mut totals.timed_out,
+            "failed" => &mut totals.failed,
+            "shed" => &mut totals.shed,
+            _ => return None,
+        };
+        if seen.contains(&key) {
+            return None;
+        }
+        seen.push(key);
+        *slot = value;
+    }
+    (seen.len() == 6).then_some(totals)
+}
+
+/// [`parse_totals`], or a panic showing `log` and `context`.
+pub fn expect_totals(log: &str, context: &str) -> Tally {
+    parse_totals(log).unwrap_or_else(|| panic!("{context}: no totals line; log:\n{log}"))
 }
 
 /// Connects with bounded reads and writes.

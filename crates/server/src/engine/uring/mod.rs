@@ -16,6 +16,7 @@
 //!   and the shutdown drain's last accepts;
 //! * `conn`: the connection path and the deadlines;
 //! * `teardown`: the drain barrier and a safe teardown;
+//! * `unavailable`: why io_uring cannot run here, as a typed error;
 //! * `worker`: the worker's state, its lifecycle and its loop.
 //!
 //! # A connection, in submissions
@@ -113,14 +114,16 @@ mod op;
 mod ring;
 mod setup;
 mod teardown;
+mod unavailable;
 mod worker;
 
 pub(crate) use setup::probe;
+pub(crate) use unavailable::UringUnavailable;
 
 /// Runs one worker until shutdown, and returns its counters.
-pub fn run(ctx: WorkerCtx) -> io::Result<Tally> {
+pub(crate) fn run(ctx: WorkerCtx) -> io::Result<Tally> {
     let (ring, flags) = setup::build_ring(setup::entries())?;
-    let support = setup::check_ring(&ring, flags).map_err(io::Error::other)?;
+    let support = setup::check_ring(&ring, flags).map_err(|e| io::Error::other(e.to_string()))?;
     if ctx.send_zc && !support.send_zc {
         warn!(
             "worker {}: the kernel has no IORING_OP_SEND_ZC; sending with SEND",
@@ -149,7 +152,8 @@ mod tests {
 
     use super::worker::{Lifecycle, Worker};
     use super::*;
-    use crate::shutdown::{ReplyMailbox, ShutdownFlag, Wakeup};
+    use crate::control::{ShutdownFlag, Wakeup};
+    use crate::reload::ReplyMailbox;
 
     /// A worker that fails tears down with connections open: once the
     /// drain is confirmed, their descriptors are closed (the peer sees

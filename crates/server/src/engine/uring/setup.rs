@@ -5,6 +5,8 @@ use std::io;
 
 use io_uring::{opcode, IoUring, Probe};
 
+use super::unavailable::UringUnavailable;
+
 /// Environment variable that makes [`probe`] fail, to test the fallback.
 pub(crate) const FORCE_NO_URING_ENV: &str = "FLASHPOLICYD_FORCE_NO_URING";
 
@@ -100,24 +102,28 @@ pub(super) struct Support {
     pub(super) send_zc: bool,
 }
 
-pub(super) fn check_ring(ring: &IoUring, flags: &'static str) -> Result<Support, String> {
+pub(super) fn check_ring(ring: &IoUring, flags: &'static str) -> Result<Support, UringUnavailable> {
     let params = ring.params();
     if !params.is_feature_nodrop() {
-        return Err("the kernel lacks IORING_FEAT_NODROP (5.5)".into());
+        return Err(UringUnavailable::MissingFeature("IORING_FEAT_NODROP (5.5)"));
     }
     if !params.is_feature_ext_arg() {
-        return Err("the kernel lacks IORING_FEAT_EXT_ARG (5.11)".into());
+        return Err(UringUnavailable::MissingFeature(
+            "IORING_FEAT_EXT_ARG (5.11)",
+        ));
     }
     if !params.is_feature_skip_cqe_on_success() {
-        return Err("the kernel lacks IORING_FEAT_CQE_SKIP (5.17)".into());
+        return Err(UringUnavailable::MissingFeature(
+            "IORING_FEAT_CQE_SKIP (5.17)",
+        ));
     }
     let mut probe = Probe::new();
     ring.submitter()
         .register_probe(&mut probe)
-        .map_err(|e| format!("IORING_REGISTER_PROBE failed: {e}"))?;
+        .map_err(UringUnavailable::Probe)?;
     for (code, name) in REQUIRED_OPS {
         if !probe.is_supported(code) {
-            return Err(format!("the kernel lacks {name}"));
+            return Err(UringUnavailable::MissingOpcode(name));
         }
     }
     Ok(Support {
@@ -130,28 +136,17 @@ pub(super) fn check_ring(ring: &IoUring, flags: &'static str) -> Result<Support,
 /// `FLASHPOLICYD_FORCE_NO_URING=1`, the `kernel.io_uring_disabled` sysctl,
 /// building a ring (seccomp profiles refuse `io_uring_setup` with EPERM or
 /// ENOSYS), the features and the opcodes. Returns a line for the log.
-pub(crate) fn probe(send_zc: bool) -> Result<String, String> {
+pub(crate) fn probe(send_zc: bool) -> Result<String, UringUnavailable> {
     if std::env::var_os(FORCE_NO_URING_ENV).is_some_and(|v| v == "1") {
-        return Err(format!("{FORCE_NO_URING_ENV}=1 is set"));
+        return Err(UringUnavailable::ForcedOff);
     }
     let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
     if disabled == "2" {
-        return Err("disabled by the kernel.io_uring_disabled sysctl (2)".into());
+        return Err(UringUnavailable::DisabledBySysctl);
     }
-    let (ring, flags) = build_ring(8).map_err(|e| {
-        let hint = match e.raw_os_error() {
-            Some(libc::EPERM) if disabled == "1" => {
-                " (kernel.io_uring_disabled=1 and this user is not in io_uring_group)"
-            }
-            Some(libc::EPERM) | Some(libc::ENOSYS) => {
-                " (a seccomp profile, e.g. a container's, may refuse io_uring)"
-            }
-            _ => "",
-        };
-        format!("io_uring_setup failed: {e}{hint}")
-    })?;
+    let (ring, flags) = build_ring(8).map_err(|e| UringUnavailable::setup(e, &disabled))?;
     let support = check_ring(&ring, flags)?;
     let zc = match (send_zc, support.send_zc) {
         (true, true) => ", SEND_ZC",

@@ -17,11 +17,10 @@ use tracing::{debug, warn};
 use super::arena::RecvArena;
 use super::op::Op;
 use super::ring::Ring;
-use crate::engine::common::{
-    adopt_new_reply, connection_cap, open_spare, ACCEPT_BACKOFF, MAX_PARKED,
-};
+use crate::control::{ShutdownFlag, Wakeup};
+use crate::engine::common::{connection_cap, open_spare, ACCEPT_BACKOFF, MAX_PARKED};
 use crate::engine::WorkerCtx;
-use crate::shutdown::{ReplyMailbox, ShutdownFlag, Wakeup};
+use crate::reload::ReplyMailbox;
 
 /// Where a worker is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,7 +218,7 @@ impl Worker {
         // Clear first, then look: a reply put after the look comes with a
         // wake-up of its own, which the poll armed below will see.
         self.wakeup.clear();
-        adopt_new_reply(self.id, &self.new_reply, &mut self.reply);
+        self.new_reply.adopt(self.id, &mut self.reply);
         if self.shutdown.is_set() {
             self.begin_shutdown()
         } else {

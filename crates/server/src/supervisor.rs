@@ -1,0 +1,316 @@
+//! Runs the server from a validated [`Config`] to its exit: binds, opens
+//! every descriptor, starts the reload and signal threads and one worker
+//! thread per `--threads` (pinned with `--pin`), waits for the workers,
+//! stops the others when one fails, and reports the totals.
+
+use std::io;
+use std::sync::mpsc;
+
+use flashpolicy_proto::serve::{End, Tally};
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::control::{stop_all, ShutdownFlag, Signals, Wakeup};
+use crate::engine::{self, Engine, WorkerCtx};
+use crate::error::StartError;
+use crate::listener::{self, ListenOptions};
+use crate::reload::{Reloader, Replies, ReplyMailbox};
+
+/// Runs the server until it has shut down: cleanly (Ok) after SIGINT or
+/// SIGTERM and the drain, or with [`StartError::WorkerFailed`] once a worker
+/// failed and the others were stopped. A second SIGINT/SIGTERM during the
+/// drain exits the process at once, with 128 + the signal, from the signal
+/// thread.
+pub fn run(mut config: Config) -> Result<(), StartError> {
+    let signals = Signals::install().map_err(StartError::io("cannot catch signals"))?;
+    for w in &config.warnings {
+        warn!("{w}");
+    }
+    let resolved = engine::resolve_backend(config.backend, config.send_zc)?;
+    info!("engine {}: {}", resolved.engine, resolved.reason);
+    config.backend = resolved.engine.into();
+    let opts = ListenOptions {
+        backlog: config.backlog,
+        defer_accept_secs: config
+            .defer_accept
+            .then(|| u32::try_from(config.timeout.as_secs().max(1)).unwrap_or(u32::MAX)),
+    };
+    let sockets = listener::bind_all(&config.listen, config.threads, opts)?;
+    let addrs = match sockets.first() {
+        Some(first) => first
+            .iter()
+            .map(std::net::TcpListener::local_addr)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(StartError::io("cannot read a listening address"))?,
+        None => Vec::new(),
+    };
+
+    // Open every descriptor the process needs before any worker runs: once
+    // workers accept, a low RLIMIT_NOFILE can be used up at any moment, and
+    // start-up must not fail half-way because of it.
+    let shutdown = ShutdownFlag::default();
+    let mailboxes: Vec<ReplyMailbox> = (0..sockets.len())
+        .map(|_| ReplyMailbox::default())
+        .collect();
+    let eventfd = StartError::io("cannot create a worker's eventfd");
+    let mut wakeups = Vec::with_capacity(sockets.len());
+    let mut stop_wakers = Vec::with_capacity(sockets.len());
+    let mut signal_wakers = Vec::with_capacity(sockets.len());
+    let mut reload_wakers = Vec::with_capacity(sockets.len());
+    for _ in 0..sockets.len() {
+        let wakeup = Wakeup::new().map_err(eventfd)?;
+        stop_wakers.push(wakeup.try_clone().map_err(eventfd)?);
+        signal_wakers.push(wakeup.try_clone().map_err(eventfd)?);
+        reload_wakers.push(wakeup.try_clone().map_err(eventfd)?);
+        wakeups.push(wakeup);
+    }
+    // Never freed (see `Replies`).
+    let mut replies = Replies::default();
+    let reply = replies.intern(config.reply.clone());
+    let reload = Reloader {
+        source: config.policy_source.clone(),
+        listen: config.listen.clone(),
+        current: reply,
+        replies,
+        mailboxes: mailboxes.clone(),
+        wakers: reload_wakers,
+        shutdown: shutdown.clone(),
+    }
+    .spawn()
+    .map_err(StartError::io("cannot start the reload thread"))?;
+    let signal_handle = signals
+        .spawn(shutdown.clone(), signal_wakers, reload)
+        .map_err(StartError::io("cannot start the signal thread"))?;
+
+    let per_worker = config.max_connections.div_ceil(config.threads).max(1);
+    let cpus = if config.pin {
+        online_cpus()
+    } else {
+        Vec::new()
+    };
+    let (done_tx, done_rx) = mpsc::channel::<(usize, io::Result<Tally>)>();
+    let mut handles = Vec::with_capacity(config.threads);
+    for (id, ((listeners, wakeup), new_reply)) in
+        sockets.into_iter().zip(wakeups).zip(mailboxes).enumerate()
+    {
+        let ctx = WorkerCtx {
+            id,
+            listeners,
+            reply,
+            new_reply,
+            timeout: config.timeout,
+            max_connections: per_worker,
+            wakeup,
+            shutdown: shutdown.clone(),
+            send_zc: config.send_zc,
+        };
+        let pin = cpus.get(id % cpus.len().max(1)).copied();
+        let report = Report {
+            id,
+            done: Some(done_tx.clone()),
+        };
+        let handle = spawn_worker(resolved.engine, ctx, pin, report)
+            .map_err(StartError::io("cannot start a worker thread"))?;
+        handles.push(handle);
+    }
+    drop(done_tx);
+    // Logged once everything is up: tests and scripts wait for these lines.
+    for addr in &addrs {
+        info!("listening on {addr}");
+    }
+    info!(
+        "engine {}, {} threads, timeout {:?}, max {} connections, policy {}",
+        config.backend,
+        config.threads,
+        config.timeout,
+        config.max_connections,
+        config.policy_summary
+    );
+
+    let mut totals = Tally::default();
+    let mut failed = 0;
+    for (id, result) in done_rx.iter() {
+        match result {
+            Ok(tally) => totals += tally,
+            Err(e) => {
+                error!("worker {id} failed: {e}");
+                failed += 1;
+                stop_all(&shutdown, &stop_wakers);
+            }
+        }
+    }
+    for (id, h) in handles.into_iter().enumerate() {
+        if h.join().is_err() && failed == 0 {
+            // Its Report has normally said so already, and the others have
+            // been stopped; a panic is a failure whatever was reported.
+            error!("worker {id} panicked");
+            failed = 1;
+        }
+    }
+    signal_handle.close();
+    report_totals(&totals);
+    if failed > 0 {
+        return Err(StartError::WorkerFailed { count: failed });
+    }
+    Ok(())
+}
+
+/// Test hook (debug builds only): the worker with the id in this variable
+/// panics at start.
+#[cfg(debug_assertions)]
+const TEST_PANIC_WORKER_ENV: &str = "FLASHPOLICYD_TEST_PANIC_WORKER";
+
+/// Starts worker thread `ctx.id` on `engine`, pinned to CPU `pin` if given;
+/// its result goes to `report`.
+fn spawn_worker(
+    engine: Engine,
+    ctx: WorkerCtx,
+    pin: Option<usize>,
+    report: Report,
+) -> io::Result<std::thread::JoinHandle<()>> {
+    let id = ctx.id;
+    #[cfg(debug_assertions)]
+    let panic_hook = std::env::var(TEST_PANIC_WORKER_ENV)
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        == Some(id);
+    std::thread::Builder::new()
+        .name(format!("worker-{id}"))
+        .spawn(move || {
+            #[cfg(debug_assertions)]
+            if panic_hook {
+                panic!("worker {id}: {TEST_PANIC_WORKER_ENV} asked for a panic");
+            }
+            if let Some(cpu) = pin {
+                if let Err(e) = pin_to_cpu(cpu) {
+                    warn!("worker {id}: cannot pin to CPU {cpu}: {e}");
+                }
+            }
+            report.send(engine::run_worker(engine, ctx));
+        })
+}
+
+/// Carries a worker's result to the main thread, and an error in its place
+/// when the worker unwinds without one (a panic), so that the main thread
+/// stops the others and exits 1 instead of waiting on them and exiting 0.
+/// Release builds set `panic = "abort"`: there a worker panic kills the whole
+/// process before anything is reported.
+struct Report {
+    id: usize,
+    done: Option<mpsc::Sender<(usize, io::Result<Tally>)>>,
+}
+
+impl Report {
+    fn send(mut self, result: io::Result<Tally>) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send((self.id, result));
+        }
+    }
+}
+
+impl Drop for Report {
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            let error = io::Error::other("the worker ended without a result (it panicked)");
+            let _ = done.send((self.id, Err(error)));
+        }
+    }
+}
+
+/// Logs the totals for people, then prints them on stderr as one line for
+/// scripts, whatever `--log` filters: see [`totals_line`].
+fn report_totals(totals: &Tally) {
+    info!(
+        "stopped: served {}, rejected {}, timed out {}, failed {}, shed {} (accepted {})",
+        totals.served,
+        totals.rejected,
+        totals.timed_out,
+        totals.failed,
+        totals.shed,
+        totals.accepted
+    );
+    eprintln!("{}", totals_line(totals));
+}
+
+/// The totals as scripts read them:
+/// `flashpolicyd: totals accepted=N served=N rejected=N timed_out=N failed=N shed=N`,
+/// the ends named and ordered as [`End::ALL`] and [`End::name`] say.
+pub(crate) fn totals_line(totals: &Tally) -> String {
+    use std::fmt::Write;
+    let mut line = format!("flashpolicyd: totals accepted={}", totals.accepted);
+    for end in End::ALL {
+        let _ = write!(line, " {}={}", end.name(), totals.get(end));
+    }
+    line
+}
+
+/// The CPUs this process may run on, in order.
+fn online_cpus() -> Vec<usize> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_getaffinity
+    // writes at most size_of::<cpu_set_t>() bytes into it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: see above; pid 0 is the calling thread.
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    let cpus: Vec<usize> = if rc == 0 {
+        // SAFETY: CPU_ISSET reads the set we own, with an index below CPU_SETSIZE.
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if cpus.is_empty() {
+        vec![0]
+    } else {
+        cpus
+    }
+}
+
+fn pin_to_cpu(cpu: usize) -> io::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: CPU_SET writes inside the set we own; `cpu` comes from
+    // sched_getaffinity so it is below CPU_SETSIZE.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: passes a pointer to our live set and its exact size; pid 0 is
+    // the calling thread.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_totals_line_names_every_counter() {
+        let totals = Tally {
+            accepted: 21,
+            served: 17,
+            rejected: 1,
+            timed_out: 2,
+            failed: 0,
+            shed: 1,
+        };
+        assert_eq!(
+            totals_line(&totals),
+            "flashpolicyd: totals accepted=21 served=17 rejected=1 timed_out=2 failed=0 shed=1"
+        );
+    }
+
+    #[test]
+    fn the_cpus_are_listed_and_a_worker_can_pin_to_one() {
+        let cpus = online_cpus();
+        assert!(!cpus.is_empty());
+        let first = cpus[0];
+        std::thread::spawn(move || pin_to_cpu(first))
+            .join()
+            .expect("no panic")
+            .expect("pinned to a CPU this process may use");
+    }
+}
