@@ -4,7 +4,7 @@
 //! carry, (name, bytes) → [`policy::validate`] → [`Reply`]. A `--policy
 //! FILE` document is the file (read bounded), named by its path; an
 //! `--allow` document is the policy the specs render to, named
-//! `<generated>`. Start-up ([`crate::config::Config::from_args`]) and every
+//! `--allow`. Start-up ([`crate::config::Config::from_args`]) and every
 //! SIGHUP reload ([`crate::reload`]) call [`PolicySource::load`], so a
 //! reloaded policy gets exactly the checks the first one got.
 
@@ -18,7 +18,7 @@ use flashpolicy_proto::reply::{Reply, ReplyError};
 use crate::config::Listen;
 
 /// The name an `--allow` policy's messages carry in place of a file name.
-pub const GENERATED: &str = "<generated>";
+pub const GENERATED: &str = "--allow";
 
 /// Where the policy comes from, kept so that SIGHUP can load it again with
 /// exactly the checks start-up used.
@@ -332,7 +332,7 @@ mod tests {
             matches!(&err, LoadError::Policy { name, .. } if name == GENERATED),
             "{err:?}"
         );
-        assert!(err.to_string().starts_with("<generated>:1:1: "), "{err}");
+        assert!(err.to_string().starts_with("--allow:1:1: "), "{err}");
 
         let err = allow(&["example.com"])
             .load(&Listen::Default)

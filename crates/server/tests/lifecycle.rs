@@ -456,7 +456,7 @@ fn generated_policies_are_validated_too() {
         server.log_text()
     );
     assert!(
-        server.log_text().contains("<generated>"),
+        server.log_text().contains("--allow:"),
         "{}",
         server.log_text()
     );
@@ -469,7 +469,7 @@ fn generated_policies_are_validated_too() {
     let (status, stderr) = run_to_exit(&all, PROCESS_TIMEOUT);
     assert_eq!(status.and_then(|s| s.code()), Some(2), "stderr:\n{stderr}");
     assert!(
-        stderr.contains("<generated>") && stderr.contains("the most a socket policy may have"),
+        stderr.contains("--allow:") && stderr.contains("the most a socket policy may have"),
         "stderr:\n{stderr}"
     );
     assert!(!stderr.contains("listening on"), "{stderr}");
