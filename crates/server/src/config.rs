@@ -63,9 +63,16 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 4096)]
     pub backlog: u32,
 
-    /// Set TCP_DEFER_ACCEPT so accept returns once the request has arrived.
-    #[arg(long)]
+    /// Set TCP_DEFER_ACCEPT so accept returns once the request has arrived
+    /// (a silent client waits about 1 s in the kernel; --timeout still counts
+    /// from its connect).
+    #[arg(long, overrides_with = "no_defer_accept")]
     pub defer_accept: bool,
+
+    /// Do not set TCP_DEFER_ACCEPT (the default; overrides an earlier
+    /// --defer-accept).
+    #[arg(long, overrides_with = "defer_accept")]
+    pub no_defer_accept: bool,
 
     /// Log filter (`error`, `warn`, `info`, `debug`, or a tracing directive).
     #[arg(long, value_name = "FILTER", default_value = "info")]
@@ -135,7 +142,8 @@ pub struct Config {
     pub pin: bool,
     /// Listen backlog.
     pub backlog: u32,
-    /// TCP_DEFER_ACCEPT.
+    /// TCP_DEFER_ACCEPT: `--defer-accept` (the last of it and
+    /// `--no-defer-accept` wins).
     pub defer_accept: bool,
     /// Log filter.
     pub log: String,
@@ -185,7 +193,25 @@ impl From<LoadError> for ConfigError {
 /// limit.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 
+/// The shortest `--timeout` that `--defer-accept` goes with without a
+/// warning: the kernel holds a silent client for about
+/// [`crate::listener::DEFER_ACCEPT_HOLD`] (1 s), which would be most of a
+/// shorter timeout.
+pub const DEFER_ACCEPT_MIN_TIMEOUT: Duration = Duration::from_secs(2);
+
 impl Config {
+    /// How long a worker gives a connection after accepting it: `timeout`,
+    /// less what `TCP_DEFER_ACCEPT` may already have held it in the kernel,
+    /// so that a client sees `--timeout` from its connect.
+    pub fn after_accept_timeout(&self) -> Duration {
+        let hold = if self.defer_accept {
+            crate::listener::DEFER_ACCEPT_HOLD
+        } else {
+            Duration::ZERO
+        };
+        flashpolicy_proto::serve::after_accept(self.timeout, hold)
+    }
+
     /// Validates the arguments and builds the reply. Nothing is bound yet.
     pub fn from_args(args: Args) -> Result<Config, ConfigError> {
         let listen = if args.listen.is_empty() {
@@ -200,7 +226,7 @@ impl Config {
         let LoadedPolicy {
             reply,
             summary: policy_summary,
-            warnings,
+            mut warnings,
         } = policy_source.load(&listen)?;
 
         if args.max_connections == 0 {
@@ -211,6 +237,14 @@ impl Config {
         }
         if args.timeout > MAX_TIMEOUT {
             return Err(ConfigError::TimeoutTooLong(args.timeout));
+        }
+        if args.defer_accept && args.timeout < DEFER_ACCEPT_MIN_TIMEOUT {
+            warnings.push(format!(
+                "--defer-accept with --timeout {}: the kernel holds a client that sends \
+                 nothing for about 1 s before the server sees it, then the server gives it \
+                 half of --timeout",
+                humantime::format_duration(args.timeout)
+            ));
         }
         let threads = match args.threads {
             Some(n) => n.get(),

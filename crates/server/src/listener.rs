@@ -8,6 +8,16 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::Listen;
 
+/// The `TCP_DEFER_ACCEPT` value, in seconds: the kernel hands over a
+/// connection as soon as its first bytes arrive, and a silent one after one
+/// SYN-ACK retransmission, about [`DEFER_ACCEPT_HOLD`] after it connected
+/// (larger values hold silent clients for 1 + 2 + 4 + … s).
+pub const DEFER_ACCEPT_SECS: u32 = 1;
+
+/// How long the kernel holds a silent client with [`DEFER_ACCEPT_SECS`]
+/// (one initial retransmission timeout).
+pub const DEFER_ACCEPT_HOLD: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Options applied to every listening socket.
 #[derive(Debug, Clone, Copy)]
 pub struct ListenOptions {

@@ -31,9 +31,7 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
     config.backend = resolved.engine.into();
     let opts = ListenOptions {
         backlog: config.backlog,
-        defer_accept_secs: config
-            .defer_accept
-            .then(|| u32::try_from(config.timeout.as_secs().max(1)).unwrap_or(u32::MAX)),
+        defer_accept_secs: config.defer_accept.then_some(listener::DEFER_ACCEPT_SECS),
     };
     let sockets = listener::bind_all(&config.listen, config.threads, opts)?;
     let addrs = match sockets.first() {
@@ -98,7 +96,7 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
             listeners,
             reply,
             new_reply,
-            timeout: config.timeout,
+            timeout: config.after_accept_timeout(),
             max_connections: per_worker,
             wakeup,
             shutdown: shutdown.clone(),
@@ -119,10 +117,11 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
         info!("listening on {addr}");
     }
     info!(
-        "engine {}, {} threads, timeout {:?}, max {} connections, policy {}",
+        "engine {}, {} threads, timeout {:?}, defer-accept {}, max {} connections, policy {}",
         config.backend,
         config.threads,
         config.timeout,
+        if config.defer_accept { "on" } else { "off" },
         config.max_connections,
         config.policy_summary
     );

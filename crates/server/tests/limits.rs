@@ -152,10 +152,3 @@ fn max_connections_makes_new_clients_wait_for_a_free_slot() {
         assert_served(addr, &[REQUEST], &expected, &format!("[{backend}] after"));
     }
 }
-
-/// How many descriptors process `pid` has open.
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("read /proc/PID/fd")
-        .count()
-}

@@ -79,13 +79,6 @@ fn affordable(test: &str, want: usize) -> Option<usize> {
     Some(n)
 }
 
-/// Descriptors open in process `pid`.
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
-
 /// Descriptors open in `pid` once start-up has settled: workers open their
 /// ring and spare descriptor after "listening on" is logged, so wait until
 /// the count holds still.

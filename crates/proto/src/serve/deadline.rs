@@ -118,6 +118,16 @@ impl DeadlineQueue {
     }
 }
 
+/// How long a worker gives a connection after accepting it, when the kernel
+/// may already have held it for `kernel_hold` (`TCP_DEFER_ACCEPT` hands a
+/// silent client over only after that long): `timeout - kernel_hold`, so a
+/// client that sends nothing is closed about `timeout` after it connected,
+/// not `timeout + kernel_hold`. Never less than half of `timeout`, so a
+/// client whose first bytes came at once still gets most of it.
+pub fn after_accept(timeout: Duration, kernel_hold: Duration) -> Duration {
+    timeout.saturating_sub(kernel_hold).max(timeout / 2)
+}
+
 /// `now + timeout`, or, where that is past what `Instant` can hold, the
 /// latest instant after `now` that it can (found by halving a century until
 /// it fits; a 64-bit clock fits it at the first try). Never panics.
@@ -225,6 +235,15 @@ mod tests {
             }
         }
         assert_eq!(left, live_keys);
+    }
+
+    #[test]
+    fn the_kernel_hold_comes_off_the_timeout() {
+        let s = Duration::from_secs;
+        assert_eq!(after_accept(s(5), s(1)), s(4));
+        assert_eq!(after_accept(s(2), s(1)), s(1));
+        assert_eq!(after_accept(s(1), s(1)), 500 * MS);
+        assert_eq!(after_accept(s(5), Duration::ZERO), s(5));
     }
 
     #[test]

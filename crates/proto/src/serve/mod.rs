@@ -23,7 +23,7 @@ pub mod session;
 pub mod tally;
 
 pub use admission::{AcceptErrorPlan, Admission, Admit, Admitted, Freed, OnAcceptError};
-pub use deadline::{deadline_after, Deadline, DeadlineQueue};
+pub use deadline::{after_accept, deadline_after, Deadline, DeadlineQueue};
 pub use errno::{classify_accept_errno, classify_io_errno, AcceptErrorKind};
 pub use rate_limit::{RateLimit, WARN_INTERVAL};
 pub use session::{Action, End, IoFailure, Session, MAX_RETRIES};

@@ -92,7 +92,10 @@ pub(crate) struct Resolved {
 /// `auto` picks io_uring when the io_uring probe succeeds and epoll otherwise;
 /// `uring` on a kernel that refuses io_uring is an error (the message says
 /// why); `epoll` is taken as asked.
-pub(crate) fn resolve_backend(requested: Backend, send_zc: bool) -> Result<Resolved, UringUnavailable> {
+pub(crate) fn resolve_backend(
+    requested: Backend,
+    send_zc: bool,
+) -> Result<Resolved, UringUnavailable> {
     let mut resolved = resolve(requested, send_zc)?;
     if send_zc && resolved.engine == Engine::Epoll {
         resolved
