@@ -11,4 +11,6 @@
 #
 # Needs Linux, python3 and taskset (util-linux). Peers: scripts/peers-setup.sh.
 set -euo pipefail
-exec python3 "$(dirname "$0")/bench.py" "$@"
+# The code is the package scripts/bench/ (measure.py, rows.py, render.py, cli.py);
+# -B: no __pycache__ in the worktree.
+exec python3 -B "$(dirname "$0")/bench" "$@"
