@@ -1,6 +1,7 @@
 //! Tests specific to the io_uring engine: completion-queue overflow, mass
 //! timeouts, resets, shutdown with thousands of operations in flight,
-//! descriptor leaks, `--send-zc`, and how `--backend auto` chooses.
+//! descriptor leaks and `--send-zc` (how `--backend auto` chooses is in
+//! engine_choice.rs).
 //!
 //! Every behaviour test in the other files also runs against `uring` (see
 //! `common::backends`). Where this kernel refuses io_uring, these tests print
@@ -11,14 +12,11 @@ mod common;
 
 use std::io::{ErrorKind, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use flashpolicy_proto::serve::Tally;
 
-/// `FLASHPOLICYD_FORCE_NO_URING=1` makes the io_uring probe fail.
-const FORCE_NO_URING: &str = "FLASHPOLICYD_FORCE_NO_URING";
 /// Overrides the ring size (submission entries; the CQ gets 4x).
 const URING_ENTRIES: &str = "FLASHPOLICYD_URING_ENTRIES";
 
@@ -191,90 +189,6 @@ fn assert_all_served(streams: Vec<TcpStream>, expected: &[u8], what: &str) {
 
 // ---------------------------------------------------------------------------
 // Choosing the engine
-
-#[test]
-fn auto_is_the_default_and_picks_uring_where_available() {
-    // `auto` is the default.
-    let help = Command::new(BIN)
-        .arg("--help")
-        .stdin(Stdio::null())
-        .output()
-        .expect("flashpolicyd --help");
-    let help = String::from_utf8_lossy(&help.stdout);
-    assert!(help.contains("[default: auto]"), "--help:\n{help}");
-    let server = Server::start("auto", &["--threads", "1"]);
-    let log = server.log_text();
-    match uring_unavailable() {
-        None => assert!(
-            log.contains("engine uring: auto: io_uring available"),
-            "auto did not pick uring:\n{log}"
-        ),
-        Some(why) => {
-            skip_uring("auto picks uring", &why);
-            eprintln!("io_uring unavailable ({why}): auto must fall back");
-            assert!(
-                log.contains("engine epoll: auto: io_uring unavailable"),
-                "{log}"
-            );
-        }
-    }
-    assert_served(server.addr(), &[REQUEST], &default_reply(), "auto");
-}
-
-#[test]
-fn auto_falls_back_to_epoll_when_io_uring_is_refused() {
-    let mut server = Server::builder("auto")
-        .env(FORCE_NO_URING, "1")
-        .args(&["--threads", "1"])
-        .start();
-    let log = server.log_text();
-    assert!(
-        log.contains("engine epoll: auto: io_uring unavailable")
-            && log.contains("FLASHPOLICYD_FORCE_NO_URING=1 is set"),
-        "no fallback log line:\n{log}"
-    );
-    assert_served(server.addr(), &[REQUEST], &default_reply(), "fallback");
-    stop(&mut server, PROCESS_TIMEOUT, "fallback");
-}
-
-#[test]
-fn backend_uring_on_a_refusing_kernel_is_a_clear_error() {
-    let mut child = Command::new(BIN)
-        .args(["--backend", "uring", "--listen", "127.0.0.1:0"])
-        .env(FORCE_NO_URING, "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start");
-    let deadline = Instant::now() + PROCESS_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("--backend uring did not exit on a refusing kernel");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
-        .expect("stderr");
-    assert_eq!(status.code(), Some(1), "exit status; stderr:\n{stderr}");
-    assert!(
-        stderr.contains("--backend uring: io_uring is not available"),
-        "no clear message:\n{stderr}"
-    );
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert!(
-        !stderr.contains("listening on"),
-        "it must not start:\n{stderr}"
-    );
-}
-
-// ---------------------------------------------------------------------------
-// Robustness
 
 #[test]
 fn a_burst_larger_than_the_completion_queue_is_all_served() {
