@@ -220,19 +220,21 @@ impl Drop for Report {
 /// scripts, whatever `--log` filters: see [`totals_line`].
 fn report_totals(totals: &Tally) {
     info!(
-        "stopped: served {}, rejected {}, timed out {}, failed {}, shed {} (accepted {})",
+        "stopped: served {}, rejected {}, timed out {}, failed {}, shed {}, proxy invalid {}, over ip limit {} (accepted {})",
         totals.served,
         totals.rejected,
         totals.timed_out,
         totals.failed,
         totals.shed,
+        totals.proxy_invalid,
+        totals.over_ip_limit,
         totals.accepted
     );
     eprintln!("{}", totals_line(totals));
 }
 
 /// The totals as scripts read them:
-/// `flashpolicyd: totals accepted=N served=N rejected=N timed_out=N failed=N shed=N`,
+/// `flashpolicyd: totals accepted=N served=N rejected=N timed_out=N failed=N shed=N proxy_invalid=N over_ip_limit=N`,
 /// the ends named and ordered as [`End::ALL`] and [`End::name`] say.
 pub(crate) fn totals_line(totals: &Tally) -> String {
     use std::fmt::Write;
@@ -295,10 +297,11 @@ mod tests {
             timed_out: 2,
             failed: 0,
             shed: 1,
+            ..Tally::default()
         };
         assert_eq!(
             totals_line(&totals),
-            "flashpolicyd: totals accepted=21 served=17 rejected=1 timed_out=2 failed=0 shed=1"
+            "flashpolicyd: totals accepted=21 served=17 rejected=1 timed_out=2 failed=0 shed=1 proxy_invalid=0 over_ip_limit=0"
         );
     }
 

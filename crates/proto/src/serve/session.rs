@@ -51,16 +51,24 @@ pub enum End {
     Failed,
     /// Closed at once because a limit (connections, descriptors) was reached.
     Shed,
+    /// `--proxy-protocol`: the PROXY header was malformed, oversized or
+    /// came from a peer not listed by `--proxy-from`; nothing was sent.
+    ProxyInvalid,
+    /// `--max-per-ip`: the client's address already held its share of
+    /// connections; closed at once, nothing was sent.
+    OverIpLimit,
 }
 
 impl End {
     /// Every end, in the order reports list them.
-    pub const ALL: [End; 5] = [
+    pub const ALL: [End; 7] = [
         End::Served,
         End::Rejected,
         End::TimedOut,
         End::Failed,
         End::Shed,
+        End::ProxyInvalid,
+        End::OverIpLimit,
     ];
 
     /// The name used in logs, the totals line and metrics labels.
@@ -71,6 +79,8 @@ impl End {
             End::TimedOut => "timed_out",
             End::Failed => "failed",
             End::Shed => "shed",
+            End::ProxyInvalid => "proxy_invalid",
+            End::OverIpLimit => "over_ip_limit",
         }
     }
 }
@@ -160,6 +170,11 @@ impl Session {
             if n > 0 {
                 self.retries = 0;
                 *sent = sent.saturating_add(n).min(reply.len());
+                if *sent == reply.len() {
+                    // Served: no later event (an error or a deadline
+                    // racing the last send) may change that.
+                    self.state = State::Ended(End::Served);
+                }
             } else {
                 // A send that wrote nothing and reported no error: the
                 // socket is unusable.
@@ -197,8 +212,7 @@ impl Session {
     pub fn resume(&self) -> Action {
         match self.state {
             State::Reading(_) => Action::Recv,
-            State::Sending { reply, sent } if sent < reply.len() => Action::Send(&reply[sent..]),
-            State::Sending { .. } => Action::Close(End::Served),
+            State::Sending { reply, sent } => Action::Send(&reply[sent..]),
             State::Ended(end) => Action::Close(end),
         }
     }
@@ -219,6 +233,8 @@ impl Session {
     fn on_verdict(&mut self, verdict: Verdict, reply: &'static [u8]) -> Action {
         match verdict {
             Verdict::NeedMore => {}
+            // (An empty reply is never built; it would be served at once.)
+            Verdict::Request { .. } if reply.is_empty() => self.state = State::Ended(End::Served),
             Verdict::Request { .. } => self.state = State::Sending { reply, sent: 0 },
             Verdict::Reject(_) => self.state = State::Ended(End::Rejected),
         }

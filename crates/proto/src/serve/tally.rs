@@ -20,6 +20,10 @@ pub struct Tally {
     pub failed: u64,
     /// Connections closed at once because a limit was reached.
     pub shed: u64,
+    /// Connections whose PROXY header was invalid or untrusted.
+    pub proxy_invalid: u64,
+    /// Connections closed because their address was over `--max-per-ip`.
+    pub over_ip_limit: u64,
 }
 
 impl Tally {
@@ -44,6 +48,11 @@ impl Tally {
         }
     }
 
+    /// Counts `n` connections that ended with `end` (a parsed report).
+    pub fn add(&mut self, end: End, n: u64) {
+        *self.slot(end) += n;
+    }
+
     /// Connections that ended with `end`.
     pub fn get(&self, end: End) -> u64 {
         match end {
@@ -52,6 +61,8 @@ impl Tally {
             End::TimedOut => self.timed_out,
             End::Failed => self.failed,
             End::Shed => self.shed,
+            End::ProxyInvalid => self.proxy_invalid,
+            End::OverIpLimit => self.over_ip_limit,
         }
     }
 
@@ -67,6 +78,8 @@ impl Tally {
             End::TimedOut => &mut self.timed_out,
             End::Failed => &mut self.failed,
             End::Shed => &mut self.shed,
+            End::ProxyInvalid => &mut self.proxy_invalid,
+            End::OverIpLimit => &mut self.over_ip_limit,
         }
     }
 }

@@ -14,7 +14,7 @@ use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use flashpolicy_proto::serve::Tally;
+use flashpolicy_proto::serve::{End, Tally};
 use flashpolicy_proto::Policy;
 
 /// The server binary under test.
@@ -412,7 +412,7 @@ pub fn run_to_exit(args: &[&str], timeout: Duration) -> (Option<ExitStatus>, Str
 
 /// The totals a server printed at exit, from its structured line
 /// `flashpolicyd: totals accepted=N served=N rejected=N timed_out=N
-/// failed=N shed=N` (README, "Command line"): `None` if there is no such
+/// failed=N shed=N proxy_invalid=N over_ip_limit=N` (README, "Command line"): `None` if there is no such
 /// line, or it lacks a counter, repeats one, or has one more.
 pub fn parse_totals(log: &str) -> Option<Tally> {
     const PREFIX: &str = "flashpolicyd: totals ";
@@ -422,22 +422,18 @@ pub fn parse_totals(log: &str) -> Option<Tally> {
     for pair in line.split(' ') {
         let (key, value) = pair.split_once('=')?;
         let value: u64 = value.parse().ok()?;
-        let slot = match key {
-            "accepted" => &mut totals.accepted,
-            "served" => &mut totals.served,
-            "rejected" => &mut totals.rejected,
-            "timed_out" => &mut totals.timed_out,
-            "failed" => &mut totals.failed,
-            "shed" => &mut totals.shed,
-            _ => return None,
-        };
         if seen.contains(&key) {
             return None;
         }
         seen.push(key);
-        *slot = value;
+        if key == "accepted" {
+            totals.accepted = value;
+        } else {
+            let end = End::ALL.into_iter().find(|e| e.name() == key)?;
+            totals.add(end, value);
+        }
     }
-    (seen.len() == 6).then_some(totals)
+    (seen.len() == End::ALL.len() + 1).then_some(totals)
 }
 
 /// [`parse_totals`], or a panic showing `log` and `context`.
