@@ -10,11 +10,14 @@
 //! * [`deadline`]: the `--timeout` queue, bounded by the open connections.
 //! * [`tally`]: how a worker's connections ended.
 //! * [`rate_limit`]: at most one warning of a kind per interval.
+//! * [`address_limit`]: `--max-per-ip`, the open connections of each client
+//!   address, shared by every worker without a lock.
 //!
 //! The engines in `flashpolicy-server` turn readiness events (epoll) or
 //! completions (io_uring) into calls of these types and move the bytes they
 //! answer with; a behaviour change here is one edit, not one per engine.
 
+pub mod address_limit;
 pub mod admission;
 pub mod deadline;
 pub mod errno;
@@ -22,6 +25,7 @@ pub mod rate_limit;
 pub mod session;
 pub mod tally;
 
+pub use address_limit::{AddressKey, AddressLimit, Hold};
 pub use admission::{AcceptErrorPlan, Admission, Admit, Admitted, Freed, OnAcceptError};
 pub use deadline::{after_accept, deadline_after, Deadline, DeadlineQueue};
 pub use errno::{classify_accept_errno, classify_io_errno, AcceptErrorKind};
