@@ -124,3 +124,24 @@ def delay(v):
     if v.rounds(DELAY) < 3:
         return text + f"; {v.rounds(DELAY)} round(s) only, too few to tell from noise."
     return text + (" (beyond the noise)." if apart(fa, fb) else " (within the noise).")
+
+
+def capacity(v, sid="c64"):
+    """Capacity arithmetic for the README's "Running at scale": the
+    connections one core's CPU covers at the measured cost per connection."""
+    parts = []
+    for rid, name in (("epoll-1", "epoll"), ("uring-1", "uring"),
+                      ("epoll-pp-1", "epoll with PROXY v2"), ("uring-pp-1", "uring with PROXY v2")):
+        c = v.cpu(rid, sid)
+        if c and c[0] > 0:
+            parts.append(f"{name} {1e6 / c[0]:,.0f}/s ({c[0]:.1f} µs)")
+    if not parts:
+        return ""
+    text = ("Capacity per core, from the median server CPU per connection at 1 thread and 64 "
+            "connections (1,000,000 µs ÷ µs per connection, the server's own CPU only): "
+            + ", ".join(parts))
+    f = v.cpu("floor", sid)
+    if f and f[0] > 0:
+        text += f"; the kernel's own accept and close alone bound it at {1e6 / f[0]:,.0f}/s"
+    return text + (". The load balancer, the softirq time the table's full version shows and "
+                   "headroom for bursts come on top: plan for half of it.")
