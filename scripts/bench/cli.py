@@ -120,7 +120,15 @@ def main():
         cfg.send_delay = None
     st = settings(cfg)
     mach = measure.machine()
-    rows = server_rows(bins, st, layout, [] if cfg.no_peers else peers.find(workdir))
+    unsupported = []
+    if not (measure.server_has(bins, "--proxy-protocol")
+            and measure.loadgen_has(bins, "--proxy-protocol")):
+        unsupported += ["epoll-pp", "uring-pp"]
+    if not measure.server_has(bins, "--metrics"):
+        unsupported += ["epoll-m", "uring-m"]
+    if unsupported:
+        log(f"note: these binaries cannot run the rows {', '.join(unsupported)}")
+    rows = server_rows(bins, st, layout, [] if cfg.no_peers else peers.find(workdir), unsupported)
     if cfg.only:
         keep = set(cfg.only.split(","))
         unknown = keep - {r.id for r in rows}

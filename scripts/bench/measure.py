@@ -122,6 +122,12 @@ def build(smoke, no_build):
     return bins
 
 
+def server_has(bins, option):
+    """Whether this flashpolicyd takes `option` (from its --help)."""
+    r = subprocess.run([bins["server"], "--help"], capture_output=True, text=True)
+    return re.search(rf"(^|[\s,]){re.escape(option)}\b", r.stdout + r.stderr) is not None
+
+
 def loadgen_has(bins, option):
     """Whether this flashpolicy-loadgen takes `option` (from its --help)."""
     r = subprocess.run([bins["loadgen"], "--help"], capture_output=True, text=True)
@@ -263,13 +269,14 @@ def measure(bins, layout, server, row: Row, scen: Scenario, st: Settings, rdir, 
     try:
         if scen.idle:
             holder, held, connected = hold_idle(bins, gen_cpus, server, st)
+        args = scen.args + row.gen_args
         if st.warmup > 0:
-            loadgen(bins, gen_cpus, server.addr, scen.args, st.warmup)
+            loadgen(bins, gen_cpus, server.addr, args, st.warmup)
         out_json = os.path.join(rdir, f"{tag}.json")
         out_log = os.path.join(rdir, f"{tag}.hlog")
         server.reset_peak_rss()
         t0, c0 = server.cpu_ticks(), core_irq(row.cpu)
-        loadgen(bins, gen_cpus, server.addr, scen.args, st.duration, out_json, out_log)
+        loadgen(bins, gen_cpus, server.addr, args, st.duration, out_json, out_log)
         t1, c1 = server.cpu_ticks(), core_irq(row.cpu)
         peak = server.peak_rss_kb()
     finally:

@@ -193,6 +193,9 @@ def summary(v):
         out += [f"Request sent at once, and {sentences.delay_of(v)} after the handshake "
                 "(closed loop, 64 connections, 1 thread):", "", *table, "",
                 sentences.delay(v), ""]
+    feat = sentences.features(v)
+    if feat:
+        out += [feat, ""]
     cap = sentences.capacity(v)
     if cap:
         out += [cap, ""]

@@ -98,6 +98,7 @@ class Row:
     skip_scenarios: List[str] = field(default_factory=list)
     skip: Optional[str] = None  # why it did not run
     port: Optional[int] = None  # peers: their fixed port (flashpolicyd logs its own)
+    gen_args: List[str] = field(default_factory=list)  # extra loadgen flags for this row
 
     def runs(self, scen: Scenario) -> bool:
         return (scen.id not in self.skip_scenarios
@@ -105,7 +106,7 @@ class Row:
 
     def to_json(self) -> dict:
         return {k: getattr(self, k) for k in
-                ("label", "argv", "cpu", "skip", "kind", "defer", "skip_scenarios")}
+                ("label", "argv", "cpu", "skip", "kind", "defer", "skip_scenarios", "gen_args")}
 
 
 @dataclass
@@ -175,7 +176,8 @@ class Record:
             layout=rec["layout"],
             rows=[Row(id=rid, label=r["label"], kind=r["kind"], argv=r.get("argv"),
                       cpu=r.get("cpu"), defer=r["defer"], skip_scenarios=r["skip_scenarios"],
-                      skip=r.get("skip")) for rid, r in rec["rows"].items()],
+                      skip=r.get("skip"), gen_args=r.get("gen_args") or [])
+                  for rid, r in rec["rows"].items()],
             results={rid: {sid: [Run.from_json(x) for x in runs] for sid, runs in res.items()}
                      for rid, res in rec["results"].items()},
             only=rec.get("only"), elapsed_s=rec.get("elapsed_s"),
@@ -222,23 +224,51 @@ def _normalize(rec: dict) -> dict:
 
 
 # The flashpolicyd rows: (id, label, extra flags, also at all cores, scenarios
-# the full suite skips for it; --smoke runs every scenario).
+# the full suite skips for it, extra load-generator flags; --smoke runs every
+# scenario). "{metrics}" becomes a free loopback port.
+PROXY = ["--proxy-protocol", "--proxy-from", "127.0.0.0/8"]
+FEATURE_SKIPS = ("c1024", "idle")
+
 ENGINES = [
-    ("epoll", "epoll", [], True, ()),
-    ("epoll-da", "epoll --defer-accept", ["--defer-accept"], False, ()),
-    ("uring", "uring", [], True, ()),
-    ("uring-da", "uring --defer-accept", ["--defer-accept"], False, ()),
+    ("epoll", "epoll", [], True, (), []),
+    ("epoll-da", "epoll --defer-accept", ["--defer-accept"], False, (), []),
+    ("uring", "uring", [], True, (), []),
+    ("uring-da", "uring --defer-accept", ["--defer-accept"], False, (), []),
     # Zero-copy send changes how the reply leaves, not how idle clients are
     # held, and cannot pay on loopback: one row at 1 thread shows what the
     # option costs, and it skips the idle scenario (the suite's costliest)
     # to keep the suite under 10 minutes.
-    ("uring-zc", "uring --send-zc", ["--send-zc"], False, ("idle",)),
+    ("uring-zc", "uring --send-zc", ["--send-zc"], False, ("idle",), []),
+    # What PROXY v2 parsing and live metrics cost per connection: compared
+    # with the plain 1-thread rows in the closed and open loops only.
+    ("epoll-pp", "epoll --proxy-protocol (v2)", PROXY, False, FEATURE_SKIPS,
+     ["--proxy-protocol", "v2"]),
+    ("uring-pp", "uring --proxy-protocol (v2)", PROXY, False, FEATURE_SKIPS,
+     ["--proxy-protocol", "v2"]),
+    ("epoll-m", "epoll --metrics", ["--metrics", "{metrics}"], False, FEATURE_SKIPS, []),
+    ("uring-m", "uring --metrics", ["--metrics", "{metrics}"], False, FEATURE_SKIPS, []),
+]
+
+# The pairs the "what each option costs" sentence compares: (row, base row, option).
+FEATURE_PAIRS = [
+    ("epoll-pp-1", "epoll-1", "PROXY v2"), ("uring-pp-1", "uring-1", "PROXY v2"),
+    ("epoll-m-1", "epoll-1", "--metrics"), ("uring-m-1", "uring-1", "--metrics"),
 ]
 
 
-def server_rows(bins: dict, st: Settings, layout, peers) -> List[Row]:
+def free_port():
+    """A loopback port free now (for --metrics)."""
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def server_rows(bins: dict, st: Settings, layout, peers, unsupported=()) -> List[Row]:
     """Every row, in the order each round runs them. peers: (id, label,
-    argv, port, why-not) for nginx and node, or [] without peers."""
+    argv, port, why-not) for nginx and node, or [] without peers;
+    unsupported: engine row ids (without the thread count) these binaries
+    cannot run."""
     _, server_cpu, cpus = layout
     n = len(cpus)
     out = []
@@ -246,15 +276,18 @@ def server_rows(bins: dict, st: Settings, layout, peers) -> List[Row]:
     for threads, pinned in ((1, True), (n, False)):
         if threads > 1 and (n == 1 or st.smoke):
             continue
-        for eid, label, extra, all_cores, skips in ENGINES:
+        for eid, label, extra, all_cores, skips, gen in ENGINES:
             if threads > 1 and not all_cores:
                 continue
+            if eid in unsupported:
+                continue
+            extra = [f"127.0.0.1:{free_port()}" if x == "{metrics}" else x for x in extra]
             be = "uring" if eid.startswith("uring") else "epoll"
             out.append(Row(id=f"{eid}-{threads}", label=f"flashpolicyd {label}, {threads} thr",
                            kind="engine",
                            argv=base + ["--backend", be, "--threads", str(threads)] + extra,
                            cpu=server_cpu if pinned else None, defer="--defer-accept" in extra,
-                           skip_scenarios=[] if st.smoke else list(skips)))
+                           skip_scenarios=[] if st.smoke else list(skips), gen_args=list(gen)))
     out.append(Row(id="floor", label="kernel floor, 1 thr", kind="floor",
                    argv=[bins["floor"], "--listen", "127.0.0.1:0", "--threads", "1"],
                    cpu=server_cpu))

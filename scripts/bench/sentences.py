@@ -6,7 +6,7 @@ difference is larger than the spread between rounds. `v` is a render.View.
 
 from __future__ import annotations
 
-from .rows import DELAY, delay_text
+from .rows import DELAY, FEATURE_PAIRS, delay_text
 
 
 def apart(a, b):
@@ -145,3 +145,19 @@ def capacity(v, sid="c64"):
         text += f"; the kernel's own accept and close alone bound it at {1e6 / f[0]:,.0f}/s"
     return text + (". The load balancer, the softirq time the table's full version shows and "
                    "headroom for bursts come on top: plan for half of it.")
+
+
+def features(v, sid="c64"):
+    """What --proxy-protocol (v2 headers) and --metrics cost per connection,
+    against the same engine's plain 1-thread row in the same run."""
+    parts = []
+    for rid, base, option in FEATURE_PAIRS:
+        a, b = v.cpu(base, sid), v.cpu(rid, sid)
+        if a and b and a[0] > 0:
+            engine = base.split("-")[0]
+            parts.append(f"{option} on {engine} {b[0] / a[0]:.2f}× "
+                         f"({change_text(a, b, v.rounds(sid))})")
+    if not parts:
+        return ""
+    return ("What each option costs, as server CPU per connection against the same engine "
+            "without it (1 thread, 64 connections): " + "; ".join(parts) + ".")
