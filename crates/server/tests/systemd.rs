@@ -223,12 +223,26 @@ fn a_passed_socket_is_served_by_every_worker_with_notify_and_watchdog() {
         notify.wait_for("READY=1", &|| log(&server));
         assert_served(addr, &format!("[{backend}] after the reload"));
 
+        // A client half-way through its request when SIGTERM comes is
+        // still served: the drain works on the shared socket.
+        let mut in_flight = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect");
+        in_flight
+            .set_read_timeout(Some(IO_TIMEOUT))
+            .expect("timeout");
+        in_flight.write_all(&REQUEST[..10]).expect("write");
+        std::thread::sleep(Duration::from_millis(100));
         server.signal(libc::SIGTERM);
         notify.wait_for("STOPPING=1", &|| log(&server));
+        in_flight.write_all(&REQUEST[10..]).expect("write");
+        assert_eq!(
+            read_to_close(&mut in_flight, 1 << 20).map_err(|(e, _)| e.to_string()),
+            Ok(default_reply()),
+            "[{backend}] in flight at SIGTERM"
+        );
         assert_eq!(server.exit_code(), Some(0), "[{backend}] {}", server.log());
         let text = server.log();
         let totals = expect_totals(&text, backend);
-        assert_eq!(totals.served, 22, "[{backend}] {text}");
+        assert_eq!(totals.served, 23, "[{backend}] {text}");
         assert_eq!(totals.accepted, totals.ended_total(), "[{backend}] {text}");
         // Both workers took part: the shared socket is not one worker's.
         assert!(!text.contains("worker 1 failed"), "[{backend}] {text}");
