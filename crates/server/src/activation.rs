@@ -262,10 +262,20 @@ mod tests {
             backlog: 16,
             defer_accept_secs: None,
         };
-        let workers = passed.per_worker(3, opts).expect("dup");
+        let mut workers = passed.per_worker(3, opts).expect("dup");
         assert_eq!(workers.len(), 3);
-        drop(workers.into_iter().next());
-        // The others still accept after the first worker closed its copy.
+        let fds: std::collections::HashSet<RawFd> = workers
+            .iter()
+            .map(|w| {
+                use std::os::fd::AsRawFd;
+                w[0].as_raw_fd()
+            })
+            .collect();
+        assert_eq!(fds.len(), 3, "one descriptor per worker");
+        // The first worker closes its copy; the others still accept.
+        drop(workers.remove(0));
         let _client = std::net::TcpStream::connect(addr).expect("connect");
+        workers[1][0].set_nonblocking(false).expect("blocking");
+        let (_conn, _) = workers[1][0].accept().expect("accepted by another worker");
     }
 }
