@@ -25,6 +25,7 @@ use crate::privileges::UserSpec;
 pub struct Args {
     /// Address to listen on (repeatable), e.g. `0.0.0.0:843`, `[::1]:8843`.
     /// Default: `[::]:843` dual-stack, or `0.0.0.0:843` where IPv6 is absent.
+    /// Ignored (with a warning) when systemd passes sockets (LISTEN_FDS).
     #[arg(long = "listen", value_name = "ADDR")]
     pub listen: Vec<SocketAddr>,
 
@@ -45,7 +46,8 @@ pub struct Args {
     #[arg(long)]
     pub send_zc: bool,
 
-    /// Worker threads, each with its own SO_REUSEPORT listener. Default: the CPUs available.
+    /// Worker threads, each with its own SO_REUSEPORT listener (or its own
+    /// duplicate of each passed socket). Default: the CPUs available.
     #[arg(long, value_name = "N")]
     pub threads: Option<NonZeroUsize>,
 

@@ -173,10 +173,11 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
     if all_ready && start_error.is_none() {
         notify::ready();
         if let Some(interval) = notify::watchdog_interval() {
-            watchdog = Some(
-                Watchdog::spawn(interval, shutdown.clone(), watchdog_wakers)
-                    .map_err(StartError::io("cannot start the watchdog thread"))?,
-            );
+            match Watchdog::spawn(interval, shutdown.clone(), watchdog_wakers) {
+                Ok(w) => watchdog = Some(w),
+                // Serving goes on; the service manager's watchdog will fire.
+                Err(e) => error!("cannot start the watchdog thread: {e}"),
+            }
         }
     }
 
