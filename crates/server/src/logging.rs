@@ -5,6 +5,8 @@
 
 use std::io::IsTerminal;
 
+use flashpolicy_proto::serve::{End, Tally};
+
 use crate::config::LogFormat;
 
 /// Installs the global logger: `filter` (a tracing directive, `info` when
@@ -24,5 +26,38 @@ pub fn init(filter: &str, format: LogFormat) {
             .with_current_span(false)
             .with_span_list(false)
             .init(),
+    }
+}
+
+/// The totals in `--log-format json`: one object,
+/// `{"totals":{"accepted":N,"served":N,...}}`, with the same keys in the
+/// same order as `supervisor::totals_line`.
+pub(crate) fn totals_json(totals: &Tally) -> String {
+    use std::fmt::Write;
+    // The keys are fixed ASCII names and the values integers: nothing to escape.
+    let mut line = format!("{{\"totals\":{{\"accepted\":{}", totals.accepted);
+    for end in End::ALL {
+        let _ = write!(line, ",\"{}\":{}", end.name(), totals.get(end));
+    }
+    line.push_str("}}");
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_totals_object_names_every_counter() {
+        let totals = Tally {
+            accepted: 3,
+            served: 2,
+            rejected: 1,
+            ..Tally::default()
+        };
+        assert_eq!(
+            totals_json(&totals),
+            r#"{"totals":{"accepted":3,"served":2,"rejected":1,"timed_out":0,"failed":0,"shed":0,"proxy_invalid":0,"over_ip_limit":0}}"#
+        );
     }
 }

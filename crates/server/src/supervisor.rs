@@ -293,22 +293,8 @@ fn report_totals(totals: &Tally, format: LogFormat) {
     );
     match format {
         LogFormat::Text => eprintln!("{}", totals_line(totals)),
-        LogFormat::Json => eprintln!("{}", totals_json(totals)),
+        LogFormat::Json => eprintln!("{}", crate::logging::totals_json(totals)),
     }
-}
-
-/// The totals in `--log-format json`: one object,
-/// `{"totals":{"accepted":N,"served":N,...}}`, with the same keys in the
-/// same order as [`totals_line`].
-pub(crate) fn totals_json(totals: &Tally) -> String {
-    use std::fmt::Write;
-    // The keys are fixed ASCII names and the values integers: nothing to escape.
-    let mut line = format!("{{\"totals\":{{\"accepted\":{}", totals.accepted);
-    for end in End::ALL {
-        let _ = write!(line, ",\"{}\":{}", end.name(), totals.get(end));
-    }
-    line.push_str("}}");
-    line
 }
 
 /// The totals as scripts read them:
@@ -380,20 +366,6 @@ mod tests {
         assert_eq!(
             totals_line(&totals),
             "flashpolicyd: totals accepted=21 served=17 rejected=1 timed_out=2 failed=0 shed=1 proxy_invalid=0 over_ip_limit=0"
-        );
-    }
-
-    #[test]
-    fn the_totals_object_names_every_counter() {
-        let totals = Tally {
-            accepted: 3,
-            served: 2,
-            rejected: 1,
-            ..Tally::default()
-        };
-        assert_eq!(
-            totals_json(&totals),
-            r#"{"totals":{"accepted":3,"served":2,"rejected":1,"timed_out":0,"failed":0,"shed":0,"proxy_invalid":0,"over_ip_limit":0}}"#
         );
     }
 
