@@ -77,6 +77,18 @@ impl Watchdog {
         shutdown: ShutdownFlag,
         wakers: Vec<Wakeup>,
     ) -> std::io::Result<Watchdog> {
+        Watchdog::spawn_with(interval, shutdown, wakers, || {
+            send(&[NotifyState::Watchdog]);
+        })
+    }
+
+    /// [`Watchdog::spawn`], with `ping` in place of `WATCHDOG=1`.
+    fn spawn_with(
+        interval: Duration,
+        shutdown: ShutdownFlag,
+        wakers: Vec<Wakeup>,
+        ping: impl Fn() + Send + 'static,
+    ) -> std::io::Result<Watchdog> {
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("watchdog".into())
@@ -93,7 +105,7 @@ impl Watchdog {
                         None => Vec::new(),
                     };
                     if stuck.is_empty() {
-                        send(&[NotifyState::Watchdog]);
+                        ping();
                         warned = false;
                     } else if !warned {
                         warn!(
@@ -119,5 +131,122 @@ impl Watchdog {
     pub(crate) fn stop(self) {
         let _ = self.stop.send(());
         let _ = self.thread.join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use super::*;
+
+    /// A stand-in worker loop: clears `wakeup` whenever it fires, until
+    /// `stop` is set.
+    fn answering(wakeup: Wakeup, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let mut pfd = libc::pollfd {
+                    fd: wakeup.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: polls one live pollfd we own, for at most 10 ms.
+                if unsafe { libc::poll(&mut pfd, 1, 10) } == 1 {
+                    wakeup.clear();
+                }
+            }
+        })
+    }
+
+    fn pings_until(count: &AtomicUsize, n: usize) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while count.load(Ordering::Relaxed) < n {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
+
+    #[test]
+    fn pings_while_every_worker_answers_and_stops_at_shutdown() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let wakeups: Vec<Wakeup> = (0..2).map(|_| Wakeup::new().expect("eventfd")).collect();
+        let wakers = wakeups
+            .iter()
+            .map(|w| w.try_clone().expect("dup"))
+            .collect();
+        let workers: Vec<_> = wakeups
+            .into_iter()
+            .map(|w| answering(w, Arc::clone(&stop)))
+            .collect();
+        let count = Arc::new(AtomicUsize::new(0));
+        let pinged = Arc::clone(&count);
+        let shutdown = ShutdownFlag::default();
+        let watchdog = Watchdog::spawn_with(
+            Duration::from_millis(20),
+            shutdown.clone(),
+            wakers,
+            move || {
+                pinged.fetch_add(1, Ordering::Relaxed);
+            },
+        )
+        .expect("thread");
+        assert!(pings_until(&count, 5), "pings: {count:?}");
+        shutdown.trigger();
+        // The thread ends by itself once shutdown is set.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !watchdog.thread.is_finished() {
+            assert!(Instant::now() < deadline, "still pinging after shutdown");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let after = count.load(Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(count.load(Ordering::Relaxed), after);
+        watchdog.stop();
+        stop.store(true, Ordering::Relaxed);
+        for w in workers {
+            w.join().expect("no panic");
+        }
+    }
+
+    #[test]
+    fn a_worker_that_never_answers_stops_the_pings() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let alive = Wakeup::new().expect("eventfd");
+        let hung = Wakeup::new().expect("eventfd");
+        let wakers = vec![
+            alive.try_clone().expect("dup"),
+            hung.try_clone().expect("dup"),
+        ];
+        let worker = answering(alive, Arc::clone(&stop));
+        let count = Arc::new(AtomicUsize::new(0));
+        let pinged = Arc::clone(&count);
+        let watchdog = Watchdog::spawn_with(
+            Duration::from_millis(10),
+            ShutdownFlag::default(),
+            wakers,
+            move || {
+                pinged.fetch_add(1, Ordering::Relaxed);
+            },
+        )
+        .expect("thread");
+        // Many rounds: the hung worker never clears its wake-up, so only
+        // the first round (before any wake-up was sent) may ping.
+        let deadline = Instant::now() + Duration::from_millis(300);
+        while Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(count.load(Ordering::Relaxed), 1);
+        // Once it answers, the pings come back.
+        hung.clear();
+        assert!(pings_until(&count, 2), "pings: {count:?}");
+        watchdog.stop();
+        stop.store(true, Ordering::Relaxed);
+        worker.join().expect("no panic");
     }
 }
