@@ -166,6 +166,7 @@ fn a_passed_socket_is_served_by_every_worker_with_notify_and_watchdog() {
             Command::new(ACTIVATE)
                 .arg("-l")
                 .arg(addr.to_string())
+                .arg("--fdname=policy")
                 .arg("-E")
                 .arg(format!("NOTIFY_SOCKET={}", notify.path))
                 .arg("-E")
@@ -196,7 +197,7 @@ fn a_passed_socket_is_served_by_every_worker_with_notify_and_watchdog() {
         );
         let ready = notify.wait_for("READY=1", &|| log(&server));
         assert!(ready.contains("READY=1"));
-        let listening = format!("listening on {addr} (passed descriptor 3)");
+        let listening = format!("listening on {addr} (passed descriptor 3, \"policy\")");
         let deadline = Instant::now() + PROCESS_TIMEOUT;
         while !server.log().contains(&listening) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
