@@ -10,7 +10,9 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use flashpolicy_proto::reply::Reply;
 
+use crate::activation::PassedSockets;
 use crate::policy::{LoadError, LoadedPolicy, PolicySource};
+use crate::privileges::UserSpec;
 
 /// `flashpolicyd` command line.
 #[derive(Debug, Parser)]
@@ -23,6 +25,7 @@ use crate::policy::{LoadError, LoadedPolicy, PolicySource};
 pub struct Args {
     /// Address to listen on (repeatable), e.g. `0.0.0.0:843`, `[::1]:8843`.
     /// Default: `[::]:843` dual-stack, or `0.0.0.0:843` where IPv6 is absent.
+    /// Ignored (with a warning) when systemd passes sockets (LISTEN_FDS).
     #[arg(long = "listen", value_name = "ADDR")]
     pub listen: Vec<SocketAddr>,
 
@@ -43,7 +46,8 @@ pub struct Args {
     #[arg(long)]
     pub send_zc: bool,
 
-    /// Worker threads, each with its own SO_REUSEPORT listener. Default: the CPUs available.
+    /// Worker threads, each with its own SO_REUSEPORT listener (or its own
+    /// duplicate of each passed socket). Default: the CPUs available.
     #[arg(long, value_name = "N")]
     pub threads: Option<NonZeroUsize>,
 
@@ -78,6 +82,16 @@ pub struct Args {
     #[arg(long, value_name = "FILTER", default_value = "info")]
     pub log: String,
 
+    /// Log lines as `text`, or `json` (one JSON object per line, for log
+    /// shippers; the totals at exit become one JSON object too).
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Once every socket is bound, run as USER (and GROUP, else the user's
+    /// primary group): names or numeric ids. Needs root.
+    #[arg(long, value_name = "USER[:GROUP]")]
+    pub user: Option<UserSpec>,
+
     /// Validate the configuration and the policy, print the warnings and
     /// the reply that would be served, and exit (0 if it can be served, 2 if
     /// not) without binding anything.
@@ -104,6 +118,16 @@ impl fmt::Display for Backend {
             Backend::Uring => f.write_str("uring"),
         }
     }
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Where to listen.
@@ -147,6 +171,13 @@ pub struct Config {
     pub defer_accept: bool,
     /// Log filter.
     pub log: String,
+    /// `--log-format`.
+    pub log_format: LogFormat,
+    /// `--user`: who to run as once everything is bound.
+    pub user: Option<UserSpec>,
+    /// Sockets passed by the service manager (socket activation): served
+    /// instead of `listen`'s addresses, which are then theirs.
+    pub passed: Option<PassedSockets>,
 }
 
 /// A configuration that cannot be served.
@@ -214,10 +245,29 @@ impl Config {
 
     /// Validates the arguments and builds the reply. Nothing is bound yet.
     pub fn from_args(args: Args) -> Result<Config, ConfigError> {
-        let listen = if args.listen.is_empty() {
-            Listen::Default
-        } else {
-            Listen::Addrs(args.listen)
+        Config::from_args_passed(args, None)
+    }
+
+    /// [`Config::from_args`] with the sockets a service manager passed, if
+    /// any (see [`crate::activation`]): they are served instead of
+    /// `--listen`, which is then ignored with a warning.
+    pub fn from_args_passed(
+        args: Args,
+        passed: Option<PassedSockets>,
+    ) -> Result<Config, ConfigError> {
+        let mut ignored_listen = None;
+        let listen = match &passed {
+            Some(p) => {
+                if !args.listen.is_empty() {
+                    ignored_listen = Some(format!(
+                        "--listen is ignored: serving the {} socket(s) passed by the service manager (LISTEN_FDS)",
+                        p.sockets.len()
+                    ));
+                }
+                Listen::Addrs(p.addrs())
+            }
+            None if args.listen.is_empty() => Listen::Default,
+            None => Listen::Addrs(args.listen),
         };
         let policy_source = match args.policy {
             Some(path) => PolicySource::File(path),
@@ -228,6 +278,7 @@ impl Config {
             summary: policy_summary,
             mut warnings,
         } = policy_source.load(&listen)?;
+        warnings.extend(ignored_listen);
 
         if args.max_connections == 0 {
             return Err(ConfigError::ZeroMaxConnections);
@@ -265,6 +316,9 @@ impl Config {
             backlog: args.backlog,
             defer_accept: args.defer_accept,
             log: args.log,
+            log_format: args.log_format,
+            user: args.user,
+            passed,
         })
     }
 }

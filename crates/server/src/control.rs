@@ -16,7 +16,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -29,6 +29,9 @@ use crate::reload::ReloadRequests;
 #[derive(Debug)]
 pub struct Wakeup {
     fd: OwnedFd,
+    /// How many times the worker has cleared it, shared by every handle:
+    /// the watchdog's sign that the worker's loop is turning.
+    cleared: Arc<AtomicU64>,
 }
 
 impl Wakeup {
@@ -41,13 +44,17 @@ impl Wakeup {
         }
         // SAFETY: `fd` is a descriptor we just created and nobody else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Wakeup { fd })
+        Ok(Wakeup {
+            fd,
+            cleared: Arc::default(),
+        })
     }
 
     /// A second handle on the same eventfd, for the thread that wakes.
     pub fn try_clone(&self) -> io::Result<Wakeup> {
         Ok(Wakeup {
             fd: self.fd.try_clone()?,
+            cleared: Arc::clone(&self.cleared),
         })
     }
 
@@ -74,6 +81,7 @@ impl Wakeup {
 
     /// Resets the counter after a wake-up (non-blocking; harmless if zero).
     pub fn clear(&self) {
+        self.cleared.fetch_add(1, Ordering::Relaxed);
         let mut value: u64 = 0;
         // SAFETY: reads 8 bytes into a live u64 from our own eventfd.
         let _ = unsafe {
@@ -83,6 +91,13 @@ impl Wakeup {
                 std::mem::size_of::<u64>(),
             )
         };
+    }
+}
+
+impl Wakeup {
+    /// How many times [`Wakeup::clear`] has run, on any handle.
+    pub fn beats(&self) -> u64 {
+        self.cleared.load(Ordering::Relaxed)
     }
 }
 
@@ -108,9 +123,13 @@ impl ShutdownFlag {
     }
 }
 
-/// Stops every worker: sets `shutdown`, then wakes each one so that it
-/// looks at the flag. A wake-up that fails is logged.
+/// Stops every worker: sets `shutdown` (telling the service manager
+/// `STOPPING=1` the first time), then wakes each one so that it looks at
+/// the flag. A wake-up that fails is logged.
 pub(crate) fn stop_all(shutdown: &ShutdownFlag, wakers: &[Wakeup]) {
+    if !shutdown.is_set() {
+        crate::notify::stopping();
+    }
     shutdown.trigger();
     for w in wakers {
         if let Err(e) = w.wake() {

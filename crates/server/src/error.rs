@@ -4,9 +4,11 @@
 use std::fmt;
 use std::io;
 
+use crate::activation::ActivationError;
 use crate::config::ConfigError;
 use crate::engine::uring::UringUnavailable;
 use crate::listener::BindError;
+use crate::privileges::PrivilegeError;
 
 /// Why the server could not start, or did not end cleanly.
 #[derive(Debug)]
@@ -18,6 +20,10 @@ pub enum StartError {
     Engine(UringUnavailable),
     /// A listening socket could not be opened.
     Bind(BindError),
+    /// The sockets passed by the service manager cannot be served.
+    Activation(ActivationError),
+    /// `--user` names no such user or group, or the switch failed.
+    Privileges(PrivilegeError),
     /// Something the server needs before any worker runs (the signal
     /// handlers, an eventfd, a thread) could not be made.
     Io {
@@ -59,6 +65,8 @@ impl fmt::Display for StartError {
                 "--backend uring: io_uring is not available: {why} (use --backend epoll or auto)"
             ),
             StartError::Bind(e) => fmt::Display::fmt(e, f),
+            StartError::Activation(e) => fmt::Display::fmt(e, f),
+            StartError::Privileges(e) => fmt::Display::fmt(e, f),
             StartError::Io { what, error } => write!(f, "{what}: {error}"),
             StartError::WorkerFailed { count: 1 } => f.write_str("a worker failed"),
             StartError::WorkerFailed { count } => write!(f, "{count} workers failed"),
@@ -79,6 +87,18 @@ impl From<ConfigError> for StartError {
 impl From<UringUnavailable> for StartError {
     fn from(e: UringUnavailable) -> StartError {
         StartError::Engine(e)
+    }
+}
+
+impl From<ActivationError> for StartError {
+    fn from(e: ActivationError) -> StartError {
+        StartError::Activation(e)
+    }
+}
+
+impl From<PrivilegeError> for StartError {
+    fn from(e: PrivilegeError) -> StartError {
+        StartError::Privileges(e)
     }
 }
 

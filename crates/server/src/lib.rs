@@ -13,6 +13,11 @@
 //!   through their eventfds to stop them (SIGINT/SIGTERM: stop accepting,
 //!   drain, exit).
 //! * [`reload`] hands a policy loaded again on SIGHUP to every worker.
+//! * [`activation`] takes the sockets systemd passes (socket activation);
+//!   `notify` tells systemd READY/RELOADING/STOPPING and pings its
+//!   watchdog; [`privileges`] switches to `--user` once all is bound; the
+//!   start gate (`gate`) holds the workers until then; [`logging`] is
+//!   `--log-format`.
 //! * [`error`] says why the server did not start or stopped with a failure,
 //!   and which exit status that is.
 //!
@@ -21,11 +26,16 @@
 
 #![warn(unreachable_pub)]
 
+pub mod activation;
 pub mod config;
 pub mod control;
 pub(crate) mod engine;
 pub mod error;
+pub(crate) mod gate;
 pub mod listener;
+pub mod logging;
+pub(crate) mod notify;
 pub mod policy;
+pub mod privileges;
 pub mod reload;
 pub mod supervisor;

@@ -136,7 +136,7 @@ pub fn probe_free(addr: SocketAddr) -> Result<(), BindError> {
     socket.bind(&addr.into()).map_err(err)
 }
 
-fn set_defer_accept(socket: &Socket, secs: u32) -> io::Result<()> {
+pub(crate) fn set_defer_accept(socket: &Socket, secs: u32) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let value = libc::c_int::try_from(secs).unwrap_or(libc::c_int::MAX);
     // SAFETY: passes a pointer to a live c_int and its exact size to a

@@ -10,38 +10,48 @@
 //! policy that fails is logged and the old one kept: a reload never stops
 //! the server.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use flashpolicy_server::config::{Args, Config};
+use flashpolicy_server::config::{Args, Config, LogFormat};
 use flashpolicy_server::error::StartError;
-use flashpolicy_server::supervisor;
-use tracing::error;
+use flashpolicy_server::{activation, logging, supervisor};
+use tracing::{error, warn};
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    init_logging(&args.log);
+    let format = args.log_format;
+    logging::init(&args.log, format);
     let check = args.check;
-    let config = match Config::from_args(args) {
+    // Socket activation, while the process has one thread (the variables
+    // are unset); `--check` binds nothing, so it takes nothing either.
+    let passed = if check {
+        None
+    } else {
+        match activation::take() {
+            Ok(passed) => passed,
+            Err(e) => return exit(&StartError::Activation(e), format),
+        }
+    };
+    let config = match Config::from_args_passed(args, passed) {
         Ok(config) => config,
-        Err(e) => return exit(&StartError::Config(e)),
+        Err(e) => return exit(&StartError::Config(e), format),
     };
     if check {
         return print_check(&config);
     }
     match supervisor::run(config) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => exit(&e),
+        Err(e) => exit(&e, format),
     }
 }
 
 /// Reports `e` and gives its exit status.
-fn exit(e: &StartError) -> ExitCode {
+fn exit(e: &StartError, format: LogFormat) -> ExitCode {
     match e {
         // One plain line, file:line:column first, so editors and scripts
-        // can jump to it.
-        StartError::Config(e) => eprintln!("flashpolicyd: {e}"),
+        // can jump to it (in JSON mode, one JSON log line like the rest).
+        StartError::Config(e) if format == LogFormat::Text => eprintln!("flashpolicyd: {e}"),
         e => error!("{e}"),
     }
     ExitCode::from(e.exit_code())
@@ -51,7 +61,10 @@ fn exit(e: &StartError) -> ExitCode {
 fn print_check(config: &Config) -> ExitCode {
     use std::io::Write;
     for w in &config.warnings {
-        eprintln!("flashpolicyd: warning: {w}");
+        match config.log_format {
+            LogFormat::Text => eprintln!("flashpolicyd: warning: {w}"),
+            LogFormat::Json => warn!("{w}"),
+        }
     }
     let mut out = std::io::stdout().lock();
     let written = writeln!(out, "policy {}: OK", config.policy_summary)
@@ -64,15 +77,4 @@ fn print_check(config: &Config) -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-fn init_logging(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
 }

@@ -159,7 +159,11 @@ impl Reloader {
                 info!("shutting down; the policy is not reloaded");
                 continue;
             }
+            // Type=notify-reload: RELOADING=1 before, READY=1 once the
+            // reload has ended, taken or refused.
+            crate::notify::reloading();
             self.reload();
+            crate::notify::ready();
         }
     }
 

@@ -9,11 +9,14 @@ use std::sync::mpsc;
 use flashpolicy_proto::serve::{End, Tally};
 use tracing::{error, info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, LogFormat};
 use crate::control::{stop_all, ShutdownFlag, Signals, Wakeup};
 use crate::engine::{self, Engine, WorkerCtx};
 use crate::error::StartError;
+use crate::gate::StartGate;
 use crate::listener::{self, ListenOptions};
+use crate::notify::{self, Watchdog};
+use crate::privileges;
 use crate::reload::{Reloader, Replies, ReplyMailbox};
 
 /// Runs the server until it has shut down: cleanly (Ok) after SIGINT or
@@ -26,6 +29,14 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
     for w in &config.warnings {
         warn!("{w}");
     }
+    // `--user` is looked up before anything is bound: an unknown user
+    // stops the start-up at once.
+    let target = config.user.as_ref().map(privileges::resolve).transpose()?;
+    if target.is_none() {
+        if let Some(w) = privileges::root_warning() {
+            warn!("{w}");
+        }
+    }
     let resolved = engine::resolve_backend(config.backend, config.send_zc)?;
     info!("engine {}: {}", resolved.engine, resolved.reason);
     config.backend = resolved.engine.into();
@@ -33,7 +44,16 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
         backlog: config.backlog,
         defer_accept_secs: config.defer_accept.then_some(listener::DEFER_ACCEPT_SECS),
     };
-    let sockets = listener::bind_all(&config.listen, config.threads, opts)?;
+    let passed: Vec<String> = config
+        .passed
+        .iter()
+        .flat_map(|p| &p.sockets)
+        .map(|s| s.to_string())
+        .collect();
+    let sockets = match config.passed.take() {
+        Some(passed) => passed.per_worker(config.threads, opts)?,
+        None => listener::bind_all(&config.listen, config.threads, opts)?,
+    };
     let addrs = match sockets.first() {
         Some(first) => first
             .iter()
@@ -55,8 +75,10 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
     let mut stop_wakers = Vec::with_capacity(sockets.len());
     let mut signal_wakers = Vec::with_capacity(sockets.len());
     let mut reload_wakers = Vec::with_capacity(sockets.len());
+    let mut watchdog_wakers = Vec::with_capacity(sockets.len());
     for _ in 0..sockets.len() {
         let wakeup = Wakeup::new().map_err(eventfd)?;
+        watchdog_wakers.push(wakeup.try_clone().map_err(eventfd)?);
         stop_wakers.push(wakeup.try_clone().map_err(eventfd)?);
         signal_wakers.push(wakeup.try_clone().map_err(eventfd)?);
         reload_wakers.push(wakeup.try_clone().map_err(eventfd)?);
@@ -86,6 +108,7 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
     } else {
         Vec::new()
     };
+    let gate = StartGate::new(config.threads);
     let (done_tx, done_rx) = mpsc::channel::<(usize, io::Result<Tally>)>();
     let mut handles = Vec::with_capacity(config.threads);
     for (id, ((listeners, wakeup), new_reply)) in
@@ -101,6 +124,7 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
             wakeup,
             shutdown: shutdown.clone(),
             send_zc: config.send_zc,
+            started: gate.ticket(),
         };
         let pin = cpus.get(id % cpus.len().max(1)).copied();
         let report = Report {
@@ -112,9 +136,29 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
         handles.push(handle);
     }
     drop(done_tx);
-    // Logged once everything is up: tests and scripts wait for these lines.
-    for addr in &addrs {
-        info!("listening on {addr}");
+    // Every worker is set up (its ring built) or has failed: drop
+    // privileges now, and let the workers serve only if that worked.
+    let all_ready = gate.wait_all();
+    let start_error = match &target {
+        Some(target) if all_ready => target.drop_to().err().map(StartError::Privileges),
+        _ => None,
+    };
+    gate.open(all_ready && start_error.is_none());
+    if start_error.is_some() {
+        stop_all(&shutdown, &stop_wakers);
+    } else {
+        if let Some(target) = &target {
+            info!("running as {target}");
+        }
+        // Logged once everything is up: tests and scripts wait for these lines.
+        if passed.is_empty() {
+            for addr in &addrs {
+                info!("listening on {addr}");
+            }
+        }
+        for socket in &passed {
+            info!("listening on {socket}");
+        }
     }
     info!(
         "engine {}, {} threads, timeout {:?}, defer-accept {}, max {} connections, policy {}",
@@ -125,6 +169,17 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
         config.max_connections,
         config.policy_summary
     );
+    let mut watchdog = None;
+    if all_ready && start_error.is_none() {
+        notify::ready();
+        if let Some(interval) = notify::watchdog_interval() {
+            match Watchdog::spawn(interval, shutdown.clone(), watchdog_wakers) {
+                Ok(w) => watchdog = Some(w),
+                // Serving goes on; the service manager's watchdog will fire.
+                Err(e) => error!("cannot start the watchdog thread: {e}"),
+            }
+        }
+    }
 
     let mut totals = Tally::default();
     let mut failed = 0;
@@ -146,8 +201,14 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
             failed = 1;
         }
     }
+    if let Some(watchdog) = watchdog {
+        watchdog.stop();
+    }
     signal_handle.close();
-    report_totals(&totals);
+    if let Some(e) = start_error {
+        return Err(e);
+    }
+    report_totals(&totals, config.log_format);
     if failed > 0 {
         return Err(StartError::WorkerFailed { count: failed });
     }
@@ -218,7 +279,7 @@ impl Drop for Report {
 
 /// Logs the totals for people, then prints them on stderr as one line for
 /// scripts, whatever `--log` filters: see [`totals_line`].
-fn report_totals(totals: &Tally) {
+fn report_totals(totals: &Tally, format: LogFormat) {
     info!(
         "stopped: served {}, rejected {}, timed out {}, failed {}, shed {}, proxy invalid {}, over ip limit {} (accepted {})",
         totals.served,
@@ -230,7 +291,10 @@ fn report_totals(totals: &Tally) {
         totals.over_ip_limit,
         totals.accepted
     );
-    eprintln!("{}", totals_line(totals));
+    match format {
+        LogFormat::Text => eprintln!("{}", totals_line(totals)),
+        LogFormat::Json => eprintln!("{}", crate::logging::totals_json(totals)),
+    }
 }
 
 /// The totals as scripts read them:

@@ -1,6 +1,7 @@
-//! contrib/flashpolicyd.service: the directives operators rely on are there,
-//! nothing blocks io_uring, and (where `systemd-analyze` is installed)
-//! systemd parses every line of it without a complaint.
+//! contrib/flashpolicyd.service and contrib/flashpolicyd.socket: the
+//! directives operators rely on are there, nothing blocks io_uring, and
+//! (where `systemd-analyze` is installed) systemd parses every line of both
+//! without a complaint.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -15,6 +16,11 @@ fn unit_path() -> PathBuf {
 
 fn unit() -> String {
     std::fs::read_to_string(unit_path()).expect("contrib/flashpolicyd.service")
+}
+
+fn socket_unit() -> String {
+    std::fs::read_to_string(unit_path().with_extension("socket"))
+        .expect("contrib/flashpolicyd.socket")
 }
 
 /// The values of `key=` lines, comments skipped.
@@ -43,6 +49,13 @@ fn the_unit_has_what_operators_rely_on() {
         format!("{INSTALLED_BIN} --policy /etc/flashpolicyd/policy.xml")
     );
     assert_eq!(one(&unit, "ExecReload"), "/bin/kill -HUP $MAINPID");
+    // READY=1, RELOADING=1, STOPPING=1 and the watchdog pings.
+    assert_eq!(one(&unit, "Type"), "notify");
+    let watchdog = humantime::parse_duration(one(&unit, "WatchdogSec")).expect("a duration");
+    assert!(
+        watchdog >= Duration::from_secs(10),
+        "WatchdogSec {watchdog:?}"
+    );
     assert_eq!(one(&unit, "KillSignal"), "SIGTERM");
     assert_eq!(one(&unit, "Restart"), "on-failure");
     assert_eq!(one(&unit, "LimitNOFILE"), "1048576");
@@ -78,9 +91,22 @@ fn the_unit_has_what_operators_rely_on() {
 }
 
 #[test]
+fn the_socket_unit_passes_port_843() {
+    let unit = socket_unit();
+    assert_eq!(one(&unit, "ListenStream"), "843");
+    assert_eq!(one(&unit, "BindIPv6Only"), "both");
+    assert_eq!(one(&unit, "WantedBy"), "sockets.target");
+    // The server's --backlog does not reach a passed socket.
+    assert!(one(&unit, "Backlog").parse::<u32>().is_ok_and(|b| b >= 128));
+}
+
+#[test]
 fn systemd_parses_the_unit_without_a_warning() {
     let version = Command::new("systemd-analyze").arg("--version").output();
     if !version.is_ok_and(|o| o.status.success()) {
+        if std::env::var_os("FLASHPOLICYD_REQUIRE_TOOLS").is_some_and(|v| v == "1") {
+            panic!("FLASHPOLICYD_REQUIRE_TOOLS=1 but systemd-analyze is not installed");
+        }
         eprintln!("skipped: systemd-analyze is not installed here");
         return;
     }
@@ -90,8 +116,11 @@ fn systemd_parses_the_unit_without_a_warning() {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let copy = dir.join("flashpolicyd.service");
     std::fs::write(&copy, unit().replace(INSTALLED_BIN, BIN)).expect("write unit");
+    let socket = dir.join("flashpolicyd.socket");
+    std::fs::write(&socket, socket_unit()).expect("write socket unit");
     let out = Command::new("systemd-analyze")
         .arg("verify")
+        .arg(&socket)
         .arg(&copy)
         .output()
         .expect("systemd-analyze verify");

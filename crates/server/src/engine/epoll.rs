@@ -85,9 +85,13 @@ enum Driven {
 }
 
 /// Runs one worker until shutdown has drained it, and returns its counters.
-pub(crate) fn run(ctx: WorkerCtx) -> io::Result<Tally> {
+pub(crate) fn run(mut ctx: WorkerCtx) -> io::Result<Tally> {
+    let started = ctx.started.take();
     let mut events = Events::with_capacity(EVENTS_CAPACITY);
     let mut worker = Worker::new(ctx)?;
+    if !started.arrive() {
+        return Ok(worker.tally); // start-up abandoned: serve nothing
+    }
     worker.run(&mut events)?;
     Ok(worker.tally)
 }

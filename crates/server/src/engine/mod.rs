@@ -39,6 +39,8 @@ pub(crate) struct WorkerCtx {
     pub shutdown: ShutdownFlag,
     /// io_uring engine: send the reply with IORING_OP_SEND_ZC.
     pub send_zc: bool,
+    /// Arrived at once set up; the worker serves only if it says so.
+    pub started: crate::gate::StartTicket,
 }
 
 /// Per-worker counters: how connections ended, counted by the worker alone

@@ -252,7 +252,9 @@ impl ServerBuilder {
 /// The address in a "listening on ADDR" log line.
 pub fn parse_listening(line: &str) -> Option<SocketAddr> {
     let rest = &line[line.find("listening on ")? + "listening on ".len()..];
-    rest.split_whitespace().next()?.parse().ok()
+    // In `--log-format json` the address is followed by `"}`.
+    let token = rest.split_whitespace().next()?;
+    token.trim_end_matches(['"', '}']).parse().ok()
 }
 
 impl Server {

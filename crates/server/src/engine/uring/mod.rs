@@ -121,7 +121,8 @@ pub(crate) use setup::probe;
 pub(crate) use unavailable::UringUnavailable;
 
 /// Runs one worker until shutdown, and returns its counters.
-pub(crate) fn run(ctx: WorkerCtx) -> io::Result<Tally> {
+pub(crate) fn run(mut ctx: WorkerCtx) -> io::Result<Tally> {
+    let started = ctx.started.take();
     let (ring, flags) = setup::build_ring(setup::entries())?;
     let support = setup::check_ring(&ring, flags).map_err(|e| io::Error::other(e.to_string()))?;
     if ctx.send_zc && !support.send_zc {
@@ -137,6 +138,11 @@ pub(crate) fn run(ctx: WorkerCtx) -> io::Result<Tally> {
         support.flags
     );
     let mut worker = worker::Worker::new(ctx, ring, support.send_zc);
+    if !started.arrive() {
+        // Start-up abandoned: nothing was submitted, nothing is served.
+        worker.teardown();
+        return Ok(worker.tally);
+    }
     let result = worker.run();
     worker.teardown();
     result.map(|()| worker.tally)
@@ -179,6 +185,7 @@ mod tests {
             wakeup: Wakeup::new().expect("eventfd"),
             shutdown: ShutdownFlag::default(),
             send_zc: false,
+            started: Default::default(),
         };
         let (ring, flags) = setup::build_ring(8).expect("ring");
         setup::check_ring(&ring, flags).expect("ring features");
