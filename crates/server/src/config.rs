@@ -74,6 +74,11 @@ pub struct Args {
     #[arg(long, overrides_with = "defer_accept")]
     pub no_defer_accept: bool,
 
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. `127.0.0.1:9843`
+    /// (from a thread of its own; not served when absent).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+
     /// Log filter (`error`, `warn`, `info`, `debug`, or a tracing directive).
     #[arg(long, value_name = "FILTER", default_value = "info")]
     pub log: String,
@@ -147,6 +152,8 @@ pub struct Config {
     pub defer_accept: bool,
     /// Log filter.
     pub log: String,
+    /// `--metrics`: where to serve `/metrics`, if anywhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// A configuration that cannot be served.
@@ -265,6 +272,7 @@ impl Config {
             backlog: args.backlog,
             defer_accept: args.defer_accept,
             log: args.log,
+            metrics: args.metrics,
         })
     }
 }

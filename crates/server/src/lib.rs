@@ -13,6 +13,8 @@
 //!   through their eventfds to stop them (SIGINT/SIGTERM: stop accepting,
 //!   drain, exit).
 //! * [`reload`] hands a policy loaded again on SIGHUP to every worker.
+//! * [`metrics`] holds each worker's live counters (the totals line sums
+//!   them) and serves them to Prometheus with `--metrics`.
 //! * [`error`] says why the server did not start or stopped with a failure,
 //!   and which exit status that is.
 //!
@@ -26,6 +28,7 @@ pub mod control;
 pub(crate) mod engine;
 pub mod error;
 pub mod listener;
+pub mod metrics;
 pub mod policy;
 pub mod reload;
 pub mod supervisor;
