@@ -1,0 +1,463 @@
+//! `--metrics ADDR`: the real server's `/metrics`, checked by the real
+//! `promtool`, against the real load generator's counts, across reloads,
+//! and with bad HTTP clients that must not disturb scrapes or serving.
+//! Every test runs on both engines.
+//!
+//! `promtool` (Debian package `prometheus`) and the `flashpolicy-loadgen`
+//! binary (built by `cargo nextest run --workspace`) are needed; a test
+//! without one skips, saying so, unless `FLASHPOLICYD_REQUIRE_TOOLS=1`,
+//! where it fails.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use flashpolicy_proto::serve::End;
+
+/// Set to `1` to make a missing tool fail the tests instead of skipping.
+const REQUIRE_TOOLS_ENV: &str = "FLASHPOLICYD_REQUIRE_TOOLS";
+
+/// How long the counters may take to show what clients already saw.
+const SETTLE: Duration = Duration::from_secs(5);
+
+/// `tool` at `path` or on `PATH`, or `None` after saying why the test
+/// skips (a failure under `FLASHPOLICYD_REQUIRE_TOOLS=1`).
+fn tool(name: &str, candidates: &[PathBuf], what: &str) -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).collect())
+        .unwrap_or_else(Vec::new);
+    if let Some(found) = candidates.iter().chain(&on_path).find(|p| p.is_file()) {
+        return Some(found.clone());
+    }
+    if std::env::var_os(REQUIRE_TOOLS_ENV).is_some_and(|v| v == "1") {
+        panic!("{REQUIRE_TOOLS_ENV}=1, but {name} is not installed: {what}");
+    }
+    eprintln!("SKIPPED: {name} is not installed: {what}");
+    None
+}
+
+fn promtool() -> Option<PathBuf> {
+    tool(
+        "promtool",
+        &[PathBuf::from("/usr/bin/promtool")],
+        "apt-get install prometheus",
+    )
+}
+
+/// The load generator built beside the server (cargo puts a workspace's
+/// binaries in one directory).
+fn loadgen() -> Option<PathBuf> {
+    let beside = Path::new(BIN).with_file_name("flashpolicy-loadgen");
+    tool(
+        "flashpolicy-loadgen",
+        &[beside],
+        "build the workspace (cargo build --workspace)",
+    )
+}
+
+/// A server on `backend` with `--metrics 127.0.0.1:0` and `args`, and the
+/// metrics address from its log.
+fn start(backend: &'static str, args: &[&str]) -> (Server, SocketAddr) {
+    let server = Server::builder(backend)
+        .args(&["--metrics", "127.0.0.1:0"])
+        .args(args)
+        .start();
+    let addr = server
+        .log_text()
+        .lines()
+        .find_map(|l| {
+            let rest = &l[l.find("metrics at http://")? + "metrics at http://".len()..];
+            rest.strip_suffix("/metrics")?.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("[{backend}] no metrics line:\n{}", server.log_text()));
+    (server, addr)
+}
+
+/// One HTTP exchange: the status code, the headers and the body.
+fn http(addr: SocketAddr, request: &[u8]) -> (u16, String, String) {
+    let mut stream = connect(addr);
+    stream.write_all(request).expect("send the request");
+    let bytes = read_to_close(&mut stream, 1 << 20)
+        .unwrap_or_else(|(e, got)| panic!("read ended with {e} after {} bytes", got.len()));
+    let text = String::from_utf8(bytes).expect("utf-8 answer");
+    let (head, body) = text.split_once("\r\n\r\n").expect("headers end");
+    let status = head
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|s| s.get(..3))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {head:?}"));
+    (status, head.to_string(), body.to_string())
+}
+
+/// `GET /metrics`, which must answer 200: the body.
+fn scrape(addr: SocketAddr) -> String {
+    let (status, head, body) = http(addr, b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n");
+    assert_eq!(status, 200, "{head}\n{body}");
+    assert!(
+        head.contains("Content-Type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    body
+}
+
+/// The value of one series (`name{labels}` exactly as written).
+fn value(body: &str, series: &str) -> Option<u64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+fn ended(body: &str, end: End, worker: usize) -> Option<u64> {
+    value(
+        body,
+        &format!(
+            r#"flashpolicyd_connections_total{{end="{}",worker="{worker}"}}"#,
+            end.name()
+        ),
+    )
+}
+
+fn accepted(body: &str, worker: usize) -> Option<u64> {
+    value(
+        body,
+        &format!(r#"flashpolicyd_connections_accepted_total{{worker="{worker}"}}"#),
+    )
+}
+
+/// Scrapes until `ok` says the body is as wanted (bounded by [`SETTLE`]).
+fn scrape_until(addr: SocketAddr, what: &str, ok: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let body = scrape(addr);
+        if ok(&body) {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "{what}; last scrape:\n{body}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Pipes `body` to `promtool check metrics`: it must exit 0 and print
+/// nothing (a lint warning is a failure too).
+fn promtool_check(promtool: &Path, body: &str, what: &str) {
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start promtool");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(body.as_bytes())
+        .expect("write to promtool");
+    let out = child.wait_with_output().expect("promtool ran");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "{what}: promtool check metrics: {} {said}\nbody:\n{body}",
+        out.status
+    );
+}
+
+#[test]
+fn promtool_accepts_the_metrics() {
+    let Some(promtool) = promtool() else { return };
+    for backend in backends() {
+        let (server, metrics) = start(backend, &["--threads", "2"]);
+        assert_served(server.addr(), &[REQUEST], &default_reply(), backend);
+        exchange(
+            server.addr(),
+            &[b"GET / HTTP/1.0\r\n\r\n"],
+            Duration::ZERO,
+            false,
+        )
+        .ok();
+        promtool_check(&promtool, &scrape(metrics), backend);
+        let body = scrape(metrics);
+        for kind in ["retry", "out_of_resources", "refused", "other"] {
+            let series = format!(r#"flashpolicyd_accept_errors_total{{kind="{kind}"}}"#);
+            assert_eq!(value(&body, &series), Some(0), "[{backend}] {series}");
+        }
+        let info = format!(
+            r#"flashpolicyd_build_info{{version="{}",engine="{backend}"}}"#,
+            env!("CARGO_PKG_VERSION")
+        );
+        assert_eq!(value(&body, &info), Some(1), "[{backend}]\n{body}");
+        let bytes = default_reply().len() as u64;
+        assert_eq!(value(&body, "flashpolicyd_policy_bytes"), Some(bytes));
+    }
+}
+
+#[test]
+fn the_counters_equal_what_the_load_generator_counted() {
+    let Some(loadgen) = loadgen() else { return };
+    for backend in backends() {
+        let (mut server, metrics) = start(backend, &["--threads", "2"]);
+        let dir = TempFile::new(&format!("loadgen-{backend}.json"), b"");
+        let out = Command::new(&loadgen)
+            .args(["-c", "16", "--count", "2000", "--threads", "1", "-q"])
+            .arg("--json")
+            .arg(dir.path())
+            .arg(server.addr().to_string())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run flashpolicy-loadgen");
+        assert!(
+            out.status.success(),
+            "[{backend}] loadgen: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path()).expect("json"))
+                .expect("valid JSON");
+        let ok = json["ok"].as_u64().expect("ok");
+        let errors: u64 = json["errors"]
+            .as_object()
+            .expect("errors")
+            .values()
+            .map(|v| v.as_u64().expect("a count"))
+            .sum();
+        assert_eq!(errors, 0, "[{backend}] loadgen errors: {}", json["errors"]);
+        assert!(ok >= 2000, "[{backend}] ok {ok}");
+
+        let body = scrape_until(metrics, "served never reached the loadgen's ok", |b| {
+            (0..2).filter_map(|w| ended(b, End::Served, w)).sum::<u64>() >= ok
+        });
+        let served: Vec<u64> = (0..2)
+            .map(|w| ended(&body, End::Served, w).expect("a served series per worker"))
+            .collect();
+        let total_served: u64 = served.iter().sum();
+        assert_eq!(total_served, ok, "[{backend}] served by worker {served:?}");
+        assert!(
+            served.iter().all(|&s| s > 0),
+            "[{backend}] SO_REUSEPORT gave one worker nothing of {ok}: {served:?}"
+        );
+        let total_accepted: u64 = (0..2).map(|w| accepted(&body, w).expect("accepted")).sum();
+        assert_eq!(total_accepted, ok, "[{backend}]\n{body}");
+        for end in End::ALL.into_iter().filter(|&e| e != End::Served) {
+            for w in 0..2 {
+                assert_eq!(
+                    ended(&body, end, w),
+                    Some(0),
+                    "[{backend}] {end} worker {w}"
+                );
+            }
+        }
+        for w in 0..2 {
+            let open = format!(r#"flashpolicyd_connections_open{{worker="{w}"}}"#);
+            assert_eq!(value(&body, &open), Some(0), "[{backend}] {open}");
+        }
+
+        // The totals line comes from the same counters.
+        server.signal(libc::SIGTERM);
+        let log = server.expect_exit(0, backend);
+        let totals = expect_totals(&log, backend);
+        assert_eq!(totals.accepted, total_accepted, "[{backend}]");
+        assert_eq!(totals.served, total_served, "[{backend}]");
+        assert_eq!(totals.ended_total(), totals.served, "[{backend}]");
+    }
+}
+
+fn policy(domain: &str) -> Vec<u8> {
+    format!(
+        "<cross-domain-policy>\n  \
+         <allow-access-from domain=\"{domain}\" to-ports=\"843\" />\n\
+         </cross-domain-policy>\n"
+    )
+    .into_bytes()
+}
+
+#[test]
+fn reloads_are_counted_and_change_the_policy_size() {
+    for backend in backends() {
+        let file = TempFile::new(&format!("policy-{backend}.xml"), &policy("a.example.com"));
+        let (server, metrics) = start(backend, &["--policy", file.path(), "--threads", "2"]);
+        let reloads = |b: &str, result: &str| {
+            value(
+                b,
+                &format!(r#"flashpolicyd_policy_reloads_total{{result="{result}"}}"#),
+            )
+        };
+        let body = scrape(metrics);
+        let first = policy("a.example.com").len() as u64 + 1;
+        assert_eq!(value(&body, "flashpolicyd_policy_bytes"), Some(first));
+        assert_eq!(reloads(&body, "ok"), Some(0));
+        assert_eq!(reloads(&body, "error"), Some(0));
+
+        let longer = policy("a-much-longer-name.example.com");
+        file.write(&longer);
+        server.signal(libc::SIGHUP);
+        let body = scrape_until(metrics, "no successful reload counted", |b| {
+            reloads(b, "ok") == Some(1)
+        });
+        let second = longer.len() as u64 + 1;
+        assert_eq!(value(&body, "flashpolicyd_policy_bytes"), Some(second));
+        assert_eq!(reloads(&body, "error"), Some(0));
+        let mut reply = longer.clone();
+        reply.push(0);
+        assert_served(server.addr(), &[REQUEST], &reply, backend);
+
+        file.write(b"<cross-domain-policy><allow-access-from domain=\"*\"/></cross-domain-policy>");
+        server.signal(libc::SIGHUP);
+        let body = scrape_until(metrics, "no failed reload counted", |b| {
+            reloads(b, "error") == Some(1)
+        });
+        assert_eq!(reloads(&body, "ok"), Some(1));
+        assert_eq!(value(&body, "flashpolicyd_policy_bytes"), Some(second));
+        assert_served(server.addr(), &[REQUEST], &reply, backend);
+    }
+}
+
+/// A status, or how the connection ended without one.
+fn status_of(addr: SocketAddr, request: &[u8]) -> Result<u16, String> {
+    let mut stream = connect(addr);
+    stream
+        .write_all(request)
+        .map_err(|e| format!("write: {e}"))?;
+    let got = read_to_close(&mut stream, 1 << 20).map_err(|(e, _)| format!("read: {e}"))?;
+    let text = String::from_utf8_lossy(&got);
+    text.strip_prefix("HTTP/1.1 ")
+        .and_then(|s| s.get(..3))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no status in {text:?}"))
+}
+
+#[test]
+fn bad_http_clients_hurt_neither_scrapes_nor_serving() {
+    for backend in backends() {
+        let (server, metrics) = start(backend, &["--threads", "1"]);
+        let reply = default_reply();
+        let serve = |what: &str| assert_served(server.addr(), &[REQUEST], &reply, what);
+
+        assert_eq!(status_of(metrics, b"GET /other HTTP/1.1\r\n\r\n"), Ok(404));
+        assert_eq!(status_of(metrics, b"GET / HTTP/1.1\r\n\r\n"), Ok(404));
+        assert_eq!(
+            status_of(metrics, b"DELETE /metrics HTTP/1.1\r\n\r\n"),
+            Ok(405)
+        );
+        assert_eq!(
+            status_of(metrics, b"\x16\x03\x01\x02\x00garbage\r\n\r\n"),
+            Ok(400)
+        );
+        serve("after 404, 405 and 400");
+
+        // Exactly the request buffer's worth, never complete: 431, then a
+        // clean close (nothing left unread, so no reset).
+        let mut long = b"GET /metrics HTTP/1.1\r\nX-Long: ".to_vec();
+        long.resize(8192, b'a');
+        assert_eq!(status_of(metrics, &long), Ok(431), "[{backend}]");
+        // A flood far past it: answered and closed, whatever the client
+        // sees after.
+        let mut flood = connect(metrics);
+        let chunk = vec![b'b'; 64 * 1024];
+        let _ = flood.write_all(b"GET /metrics HTTP/1.1\r\nX-Flood: ");
+        for _ in 0..16 {
+            if flood.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        drop(flood);
+        serve("after the oversized requests");
+
+        // Silent clients, more than the endpoint holds at once: a scrape
+        // still answers at once, and so does the policy.
+        let silent: Vec<TcpStream> = (0..20).map(|_| connect(metrics)).collect();
+        std::thread::sleep(Duration::from_millis(100));
+        let body = scrape(metrics);
+        assert!(
+            value(&body, "flashpolicyd_policy_bytes").is_some(),
+            "{body}"
+        );
+        serve("with silent metrics clients connected");
+        let body = scrape(metrics);
+        assert!(
+            ended(&body, End::Served, 0).is_some_and(|n| n >= 3),
+            "{body}"
+        );
+        drop(silent);
+
+        // One client that sends half a request and stops.
+        let mut half = connect(metrics);
+        half.write_all(b"GET /metr").expect("send half");
+        let _ = scrape(metrics);
+        let mut buf = [0u8; 16];
+        half.set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("timeout");
+        assert!(
+            matches!(half.read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+                || e.kind() == std::io::ErrorKind::TimedOut),
+            "[{backend}] a half request is waited for, not answered"
+        );
+        serve("at the end");
+    }
+}
+
+/// Names of the threads of process `pid`.
+fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("task dir")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .collect()
+}
+
+#[test]
+fn no_metrics_thread_without_the_option_and_the_totals_still_count() {
+    for backend in backends() {
+        let mut plain = Server::start(backend, &["--threads", "1"]);
+        assert_served(plain.addr(), &[REQUEST], &default_reply(), backend);
+        let names = thread_names(plain.pid());
+        assert!(names.iter().any(|n| n == "worker-0"), "{names:?}");
+        assert!(
+            !names.iter().any(|n| n == "metrics"),
+            "[{backend}] {names:?}"
+        );
+        plain.signal(libc::SIGTERM);
+        let totals = expect_totals(&plain.expect_exit(0, backend), backend);
+        assert_eq!((totals.accepted, totals.served), (1, 1), "[{backend}]");
+
+        let (with, _) = start(backend, &["--threads", "1"]);
+        let names = thread_names(with.pid());
+        assert!(
+            names.iter().any(|n| n == "metrics"),
+            "[{backend}] {names:?}"
+        );
+    }
+}
+
+#[test]
+fn a_taken_metrics_port_stops_start_up() {
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    for backend in backends() {
+        let (status, log) = run_to_exit(
+            &[
+                "--backend",
+                backend,
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics",
+                &addr,
+            ],
+            PROCESS_TIMEOUT,
+        );
+        assert_eq!(status.and_then(|s| s.code()), Some(1), "[{backend}] {log}");
+        assert!(
+            log.contains(&format!("--metrics {addr}: cannot listen")),
+            "[{backend}] {log}"
+        );
+        assert!(!log.contains("listening on"), "[{backend}] served: {log}");
+    }
+}
