@@ -30,7 +30,7 @@ const SETTLE: Duration = Duration::from_secs(5);
 fn tool(name: &str, candidates: &[PathBuf], what: &str) -> Option<PathBuf> {
     let on_path = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).collect())
-        .unwrap_or_else(Vec::new);
+        .unwrap_or_default();
     if let Some(found) = candidates.iter().chain(&on_path).find(|p| p.is_file()) {
         return Some(found.clone());
     }
