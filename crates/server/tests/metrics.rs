@@ -28,7 +28,7 @@ const SETTLE: Duration = Duration::from_secs(5);
 /// `tool` at `path` or on `PATH`, or `None` after saying why the test
 /// skips (a failure under `FLASHPOLICYD_REQUIRE_TOOLS=1`).
 fn tool(name: &str, candidates: &[PathBuf], what: &str) -> Option<PathBuf> {
-    let on_path = std::env::var_os("PATH")
+    let on_path: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).collect())
         .unwrap_or_default();
     if let Some(found) = candidates.iter().chain(&on_path).find(|p| p.is_file()) {
