@@ -78,6 +78,11 @@ pub struct Args {
     #[arg(long, overrides_with = "defer_accept")]
     pub no_defer_accept: bool,
 
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. `127.0.0.1:9843`
+    /// (from a thread of its own; not served when absent).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+
     /// Log filter (`error`, `warn`, `info`, `debug`, or a tracing directive).
     #[arg(long, value_name = "FILTER", default_value = "info")]
     pub log: String,
@@ -178,6 +183,8 @@ pub struct Config {
     /// Sockets passed by the service manager (socket activation): served
     /// instead of `listen`'s addresses, which are then theirs.
     pub passed: Option<PassedSockets>,
+    /// `--metrics`: where to serve `/metrics`, if anywhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// A configuration that cannot be served.
@@ -319,6 +326,7 @@ impl Config {
             log_format: args.log_format,
             user: args.user,
             passed,
+            metrics: args.metrics,
         })
     }
 }

@@ -24,6 +24,13 @@ pub enum StartError {
     Activation(ActivationError),
     /// `--user` names no such user or group, or the switch failed.
     Privileges(PrivilegeError),
+    /// `--metrics ADDR` could not be bound.
+    Metrics {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        error: io::Error,
+    },
     /// Something the server needs before any worker runs (the signal
     /// handlers, an eventfd, a thread) could not be made.
     Io {
@@ -67,6 +74,9 @@ impl fmt::Display for StartError {
             StartError::Bind(e) => fmt::Display::fmt(e, f),
             StartError::Activation(e) => fmt::Display::fmt(e, f),
             StartError::Privileges(e) => fmt::Display::fmt(e, f),
+            StartError::Metrics { addr, error } => {
+                write!(f, "--metrics {addr}: cannot listen: {error}")
+            }
             StartError::Io { what, error } => write!(f, "{what}: {error}"),
             StartError::WorkerFailed { count: 1 } => f.write_str("a worker failed"),
             StartError::WorkerFailed { count } => write!(f, "{count} workers failed"),
@@ -139,5 +149,16 @@ mod tests {
             "{io}"
         );
         assert_eq!(io.exit_code(), 1);
+        let metrics = StartError::Metrics {
+            addr: "127.0.0.1:9843".parse().expect("an address"),
+            error: io::Error::from_raw_os_error(libc::EADDRINUSE),
+        };
+        assert!(
+            metrics
+                .to_string()
+                .starts_with("--metrics 127.0.0.1:9843: cannot listen: "),
+            "{metrics}"
+        );
+        assert_eq!(metrics.exit_code(), 1);
     }
 }

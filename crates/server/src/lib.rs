@@ -18,6 +18,8 @@
 //!   watchdog; [`privileges`] switches to `--user` once all is bound; the
 //!   start gate (`gate`) holds the workers until then; [`logging`] is
 //!   `--log-format`.
+//! * [`metrics`] holds each worker's live counters (the totals line sums
+//!   them) and serves them to Prometheus with `--metrics`.
 //! * [`error`] says why the server did not start or stopped with a failure,
 //!   and which exit status that is.
 //!
@@ -34,6 +36,7 @@ pub mod error;
 pub(crate) mod gate;
 pub mod listener;
 pub mod logging;
+pub mod metrics;
 pub(crate) mod notify;
 pub mod policy;
 pub mod privileges;

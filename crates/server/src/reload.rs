@@ -26,6 +26,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::Listen;
 use crate::control::{ShutdownFlag, Wakeup};
+use crate::metrics::PolicyCounters;
 use crate::policy::PolicySource;
 
 /// A reply waiting for one worker: the reload thread puts the reloaded
@@ -126,6 +127,8 @@ pub(crate) struct Reloader {
     pub(crate) wakers: Vec<Wakeup>,
     /// Once set, reloads are refused.
     pub(crate) shutdown: ShutdownFlag,
+    /// Reloads by result and the reply's size, for `--metrics`.
+    pub(crate) counters: Arc<PolicyCounters>,
 }
 
 /// Where reload requests go: to the [`Reloader`]'s thread.
@@ -172,6 +175,8 @@ impl Reloader {
             Ok(loaded) => loaded,
             Err(e) => {
                 // `e` names file:line:column and the rule broken.
+                // Counted before the log line, which tests and people wait for.
+                self.counters.reload_failed();
                 error!("cannot reload the policy, still serving the previous one: {e}");
                 return;
             }
@@ -180,6 +185,7 @@ impl Reloader {
             warn!("{w}");
         }
         if loaded.reply.as_bytes() == self.current {
+            self.counters.reloaded(self.current.len());
             info!("reloaded policy: {} (unchanged)", loaded.summary);
             return;
         }
@@ -201,6 +207,7 @@ impl Reloader {
             }
             std::thread::sleep(Duration::from_millis(1));
         };
+        self.counters.reloaded(reply.len());
         if waiting == 0 {
             info!("reloaded policy: {}", loaded.summary);
         } else {

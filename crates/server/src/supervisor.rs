@@ -1,10 +1,12 @@
 //! Runs the server from a validated [`Config`] to its exit: binds, opens
 //! every descriptor, starts the reload and signal threads and one worker
-//! thread per `--threads` (pinned with `--pin`), waits for the workers,
-//! stops the others when one fails, and reports the totals.
+//! thread per `--threads` (pinned with `--pin`) and, with `--metrics`, the
+//! metrics thread; waits for the workers, stops the others when one fails,
+//! and reports the totals (summed from the workers' live counters, the
+//! same ones `/metrics` shows).
 
 use std::io;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 
 use flashpolicy_proto::serve::{End, Tally};
 use tracing::{error, info, warn};
@@ -15,6 +17,7 @@ use crate::engine::{self, Engine, WorkerCtx};
 use crate::error::StartError;
 use crate::gate::StartGate;
 use crate::listener::{self, ListenOptions};
+use crate::metrics::{self, Counters, MetricsListener, PolicyCounters};
 use crate::notify::{self, Watchdog};
 use crate::privileges;
 use crate::reload::{Reloader, Replies, ReplyMailbox};
@@ -40,6 +43,14 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
     let resolved = engine::resolve_backend(config.backend, config.send_zc)?;
     info!("engine {}: {}", resolved.engine, resolved.reason);
     config.backend = resolved.engine.into();
+    // Bound before the policy listeners, so a taken port fails start-up
+    // before anything is served.
+    let metrics_listener = match config.metrics {
+        Some(addr) => {
+            Some(MetricsListener::bind(addr).map_err(|error| StartError::Metrics { addr, error })?)
+        }
+        None => None,
+    };
     let opts = ListenOptions {
         backlog: config.backlog,
         defer_accept_secs: config.defer_accept.then_some(listener::DEFER_ACCEPT_SECS),
@@ -87,6 +98,8 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
     // Never freed (see `Replies`).
     let mut replies = Replies::default();
     let reply = replies.intern(config.reply.clone());
+    let policy_counters = Arc::new(PolicyCounters::new(reply.len()));
+    let (counters, tallies) = Counters::new(sockets.len());
     let reload = Reloader {
         source: config.policy_source.clone(),
         listen: config.listen.clone(),
@@ -95,12 +108,27 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
         mailboxes: mailboxes.clone(),
         wakers: reload_wakers,
         shutdown: shutdown.clone(),
+        counters: Arc::clone(&policy_counters),
     }
     .spawn()
     .map_err(StartError::io("cannot start the reload thread"))?;
     let signal_handle = signals
         .spawn(shutdown.clone(), signal_wakers, reload)
         .map_err(StartError::io("cannot start the signal thread"))?;
+
+    if let Some(listener) = metrics_listener {
+        let addr = listener
+            .local_addr()
+            .map_err(StartError::io("cannot read the --metrics address"))?;
+        metrics::serve(
+            listener,
+            counters.clone(),
+            Arc::clone(&policy_counters),
+            resolved.engine.name(),
+        )
+        .map_err(StartError::io("cannot start the metrics thread"))?;
+        info!("metrics at http://{addr}/metrics");
+    }
 
     let per_worker = config.max_connections.div_ceil(config.threads).max(1);
     let cpus = if config.pin {
@@ -109,10 +137,14 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
         Vec::new()
     };
     let gate = StartGate::new(config.threads);
-    let (done_tx, done_rx) = mpsc::channel::<(usize, io::Result<Tally>)>();
+    let (done_tx, done_rx) = mpsc::channel::<(usize, io::Result<()>)>();
     let mut handles = Vec::with_capacity(config.threads);
-    for (id, ((listeners, wakeup), new_reply)) in
-        sockets.into_iter().zip(wakeups).zip(mailboxes).enumerate()
+    for (id, (((listeners, wakeup), new_reply), tally)) in sockets
+        .into_iter()
+        .zip(wakeups)
+        .zip(mailboxes)
+        .zip(tallies)
+        .enumerate()
     {
         let ctx = WorkerCtx {
             id,
@@ -125,6 +157,7 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
             shutdown: shutdown.clone(),
             send_zc: config.send_zc,
             started: gate.ticket(),
+            tally,
         };
         let pin = cpus.get(id % cpus.len().max(1)).copied();
         let report = Report {
@@ -181,11 +214,10 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
         }
     }
 
-    let mut totals = Tally::default();
     let mut failed = 0;
     for (id, result) in done_rx.iter() {
         match result {
-            Ok(tally) => totals += tally,
+            Ok(()) => {}
             Err(e) => {
                 error!("worker {id} failed: {e}");
                 failed += 1;
@@ -208,7 +240,8 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
     if let Some(e) = start_error {
         return Err(e);
     }
-    report_totals(&totals, config.log_format);
+    // Every worker has ended: the counts are final.
+    report_totals(&counters.total(), config.log_format);
     if failed > 0 {
         return Err(StartError::WorkerFailed { count: failed });
     }
@@ -257,11 +290,11 @@ fn spawn_worker(
 /// process before anything is reported.
 struct Report {
     id: usize,
-    done: Option<mpsc::Sender<(usize, io::Result<Tally>)>>,
+    done: Option<mpsc::Sender<(usize, io::Result<()>)>>,
 }
 
 impl Report {
-    fn send(mut self, result: io::Result<Tally>) {
+    fn send(mut self, result: io::Result<()>) {
         if let Some(done) = self.done.take() {
             let _ = done.send((self.id, result));
         }

@@ -25,6 +25,29 @@ pub enum AcceptErrorKind {
     Other,
 }
 
+impl AcceptErrorKind {
+    /// The kinds that are errors: all but [`AcceptErrorKind::Empty`]
+    /// (`EAGAIN`, the normal end of every accept loop).
+    pub const ERRORS: [AcceptErrorKind; 4] = [
+        AcceptErrorKind::Retry,
+        AcceptErrorKind::OutOfResources,
+        AcceptErrorKind::Refused,
+        AcceptErrorKind::Other,
+    ];
+
+    /// The kind's name in metrics and logs: `empty`, `retry`,
+    /// `out_of_resources`, `refused`, `other`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            AcceptErrorKind::Empty => "empty",
+            AcceptErrorKind::Retry => "retry",
+            AcceptErrorKind::OutOfResources => "out_of_resources",
+            AcceptErrorKind::Refused => "refused",
+            AcceptErrorKind::Other => "other",
+        }
+    }
+}
+
 /// Classifies an error number from `accept`.
 pub fn classify_accept_errno(errno: i32) -> AcceptErrorKind {
     match errno {

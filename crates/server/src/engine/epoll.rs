@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 
 use flashpolicy_proto::serve::{
     classify_io_errno, deadline_after, Action, Admission, Admit, DeadlineQueue, End, Freed,
-    IoFailure, OnAcceptError, Session, Tally,
+    IoFailure, OnAcceptError, Session,
 };
 use mio::net::{TcpListener, TcpStream};
 use mio::unix::SourceFd;
@@ -56,6 +56,7 @@ use super::common::{
     MAX_PARKED, RECV_LEN,
 };
 use super::WorkerCtx;
+use crate::metrics::LiveTally;
 
 /// Events fetched per `epoll_wait`.
 const EVENTS_CAPACITY: usize = 1024;
@@ -84,16 +85,15 @@ enum Driven {
     Done(End),
 }
 
-/// Runs one worker until shutdown has drained it, and returns its counters.
-pub(crate) fn run(mut ctx: WorkerCtx) -> io::Result<Tally> {
+/// Runs one worker until shutdown has drained it; it counts in `ctx.tally`.
+pub(crate) fn run(mut ctx: WorkerCtx) -> io::Result<()> {
     let started = ctx.started.take();
     let mut events = Events::with_capacity(EVENTS_CAPACITY);
     let mut worker = Worker::new(ctx)?;
     if !started.arrive() {
-        return Ok(worker.tally); // start-up abandoned: serve nothing
+        return Ok(()); // start-up abandoned: serve nothing
     }
-    worker.run(&mut events)?;
-    Ok(worker.tally)
+    worker.run(&mut events)
 }
 
 struct Worker {
@@ -118,7 +118,7 @@ struct Worker {
     backoff_until: Option<Instant>,
     /// The serving core said accepting may resume: do it after this batch.
     resume: bool,
-    tally: Tally,
+    tally: LiveTally,
 }
 
 impl Worker {
@@ -155,7 +155,7 @@ impl Worker {
             spare: open_spare(),
             backoff_until: None,
             resume: false,
-            tally: Tally::default(),
+            tally: ctx.tally,
         })
     }
 
@@ -254,6 +254,7 @@ impl Worker {
             };
             let plan = self.admission.on_accept_error(errno, now);
             log_accept_error(self.id, &plan, errno);
+            self.tally.accept_error(plan.kind);
             let mut then = plan.then;
             if then == OnAcceptError::Shed {
                 let shed = self.shed_one(i);

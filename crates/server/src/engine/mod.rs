@@ -41,15 +41,14 @@ pub(crate) struct WorkerCtx {
     pub send_zc: bool,
     /// Arrived at once set up; the worker serves only if it says so.
     pub started: crate::gate::StartTicket,
+    /// This worker's own counters (it is their only writer); the totals
+    /// line and `--metrics` read them.
+    pub tally: crate::metrics::LiveTally,
 }
 
-/// Per-worker counters: how connections ended, counted by the worker alone
-/// and summed at exit.
-pub(crate) type Stats = flashpolicy_proto::serve::Tally;
-
 /// Runs one worker on `engine` (chosen once by [`resolve_backend`]) until
-/// shutdown has drained it.
-pub(crate) fn run_worker(engine: Engine, ctx: WorkerCtx) -> io::Result<Stats> {
+/// shutdown has drained it. What it counted is in its `ctx.tally`.
+pub(crate) fn run_worker(engine: Engine, ctx: WorkerCtx) -> io::Result<()> {
     match engine {
         Engine::Epoll => epoll::run(ctx),
         Engine::Uring => uring::run(ctx),
@@ -63,6 +62,16 @@ pub enum Engine {
     Epoll,
     /// [`uring`]: io_uring, one ring per worker.
     Uring,
+}
+
+impl Engine {
+    /// The engine's name, as `--backend` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Epoll => "epoll",
+            Engine::Uring => "uring",
+        }
+    }
 }
 
 impl fmt::Display for Engine {

@@ -87,6 +87,7 @@ impl Worker {
             }
             let plan = self.admission.on_accept_error(errno, Instant::now());
             log_accept_error(self.id, &plan, errno);
+            self.tally.accept_error(plan.kind);
             let mut then = plan.then;
             if then == OnAcceptError::Shed {
                 let shed = self.shed_one_from(li);
@@ -217,6 +218,7 @@ impl Worker {
                 };
                 let plan = self.admission.on_accept_error(errno, Instant::now());
                 log_accept_error(self.id, &plan, errno);
+                self.tally.accept_error(plan.kind);
                 let mut then = plan.then;
                 if then == OnAcceptError::Shed {
                     let shed = self.shed_one(&listener);

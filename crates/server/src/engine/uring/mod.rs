@@ -102,7 +102,6 @@
 
 use std::io;
 
-use flashpolicy_proto::serve::Tally;
 use tracing::{debug, warn};
 
 use super::WorkerCtx;
@@ -120,8 +119,8 @@ mod worker;
 pub(crate) use setup::probe;
 pub(crate) use unavailable::UringUnavailable;
 
-/// Runs one worker until shutdown, and returns its counters.
-pub(crate) fn run(mut ctx: WorkerCtx) -> io::Result<Tally> {
+/// Runs one worker until shutdown; it counts in `ctx.tally`.
+pub(crate) fn run(mut ctx: WorkerCtx) -> io::Result<()> {
     let started = ctx.started.take();
     let (ring, flags) = setup::build_ring(setup::entries())?;
     let support = setup::check_ring(&ring, flags).map_err(|e| io::Error::other(e.to_string()))?;
@@ -141,11 +140,11 @@ pub(crate) fn run(mut ctx: WorkerCtx) -> io::Result<Tally> {
     if !started.arrive() {
         // Start-up abandoned: nothing was submitted, nothing is served.
         worker.teardown();
-        return Ok(worker.tally);
+        return Ok(());
     }
     let result = worker.run();
     worker.teardown();
-    result.map(|()| worker.tally)
+    result
 }
 
 #[cfg(test)]
@@ -175,6 +174,8 @@ mod tests {
         }
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).expect("nonblocking");
+        let (counters, mut tallies) = crate::metrics::Counters::new(1);
+        let tally = tallies.remove(0);
         let ctx = WorkerCtx {
             id: 0,
             listeners: vec![listener],
@@ -186,6 +187,7 @@ mod tests {
             shutdown: ShutdownFlag::default(),
             send_zc: false,
             started: Default::default(),
+            tally,
         };
         let (ring, flags) = setup::build_ring(8).expect("ring");
         setup::check_ring(&ring, flags).expect("ring features");
@@ -210,6 +212,8 @@ mod tests {
             "the drain was not confirmed"
         );
         assert!(worker.conns.is_empty());
+        let counted = counters.snapshot(0);
+        assert_eq!(counted.accepted, 3, "{counted:?}");
         for (i, mut peer) in peers.into_iter().enumerate() {
             peer.set_read_timeout(Some(Duration::from_secs(5)))
                 .expect("timeout");

@@ -9,7 +9,7 @@ use std::net::TcpListener;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
-use flashpolicy_proto::serve::{Admission, DeadlineQueue, RateLimit, Session, Tally};
+use flashpolicy_proto::serve::{Admission, DeadlineQueue, RateLimit, Session};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use slab::Slab;
 use tracing::{debug, warn};
@@ -20,6 +20,7 @@ use super::ring::Ring;
 use crate::control::{ShutdownFlag, Wakeup};
 use crate::engine::common::{connection_cap, open_spare, ACCEPT_BACKOFF, MAX_PARKED};
 use crate::engine::WorkerCtx;
+use crate::metrics::LiveTally;
 use crate::reload::ReplyMailbox;
 
 /// Where a worker is in its life.
@@ -100,7 +101,7 @@ pub(super) struct Worker {
     pub(super) singletons: Singletons,
     pub(super) lifecycle: Lifecycle,
     pub(super) spare: Option<File>,
-    pub(super) tally: Tally,
+    pub(super) tally: LiveTally,
     pub(super) stuck_warning: RateLimit,
 }
 
@@ -128,7 +129,7 @@ impl Worker {
             singletons: Singletons::default(),
             lifecycle: Lifecycle::Serving,
             spare: open_spare(),
-            tally: Tally::default(),
+            tally: ctx.tally,
             stuck_warning: RateLimit::default(),
         }
     }
