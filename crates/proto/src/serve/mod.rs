@@ -3,6 +3,8 @@
 //! * [`session`]: one connection from accept to close: events in (bytes,
 //!   end-of-stream, sent, error, deadline), actions out (recv, send, close
 //!   with how it [`End`]ed).
+//! * [`context`]: what session events are served with: the current reply
+//!   and the PROXY settings.
 //! * [`admission`]: when a worker takes connections: start, park or shed;
 //!   pause at the limit and the one resume rule; what an `accept` error
 //!   means.
@@ -16,6 +18,7 @@
 //! answer with; a behaviour change here is one edit, not one per engine.
 
 pub mod admission;
+pub mod context;
 pub mod deadline;
 pub mod errno;
 pub mod rate_limit;
@@ -23,6 +26,7 @@ pub mod session;
 pub mod tally;
 
 pub use admission::{AcceptErrorPlan, Admission, Admit, Admitted, Freed, OnAcceptError};
+pub use context::Serving;
 pub use deadline::{after_accept, deadline_after, Deadline, DeadlineQueue};
 pub use errno::{classify_accept_errno, classify_io_errno, AcceptErrorKind};
 pub use rate_limit::{RateLimit, WARN_INTERVAL};
