@@ -36,7 +36,11 @@ fn v1(client: SocketAddr) -> Case {
         IpAddr::V4(_) => ("TCP4", "127.0.0.1"),
         IpAddr::V6(_) => ("TCP6", "::1"),
     };
-    let line = format!("PROXY {proto} {} {dst} {} 843\r\n", client.ip(), client.port());
+    let line = format!(
+        "PROXY {proto} {} {dst} {} 843\r\n",
+        client.ip(),
+        client.port()
+    );
     Case {
         bytes: line.into_bytes(),
         client,

@@ -101,6 +101,7 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
             wakeup,
             shutdown: shutdown.clone(),
             send_zc: config.send_zc,
+            proxy: config.proxy.clone().map(std::sync::Arc::new),
         };
         let pin = cpus.get(id % cpus.len().max(1)).copied();
         let report = Report {
@@ -125,6 +126,17 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
         config.max_connections,
         config.policy_summary
     );
+    if let Some(proxy) = &config.proxy {
+        let from: Vec<String> = proxy.from().iter().map(ToString::to_string).collect();
+        info!(
+            "proxy-protocol on (v1 and v2), headers from {}",
+            if from.is_empty() {
+                "any peer".to_string()
+            } else {
+                from.join(", ")
+            }
+        );
+    }
 
     let mut totals = Tally::default();
     let mut failed = 0;

@@ -107,7 +107,10 @@ impl fmt::Display for Invalid {
             Invalid::V2Command(c) => write!(f, "v2 header with command {c}"),
             Invalid::V2Family(b) => write!(f, "v2 header with family/transport {b:#04x}"),
             Invalid::V2Length { len, need } => {
-                write!(f, "v2 length {len} is shorter than its {need}-byte addresses")
+                write!(
+                    f,
+                    "v2 length {len} is shorter than its {need}-byte addresses"
+                )
             }
             Invalid::Truncated { received } => {
                 write!(f, "connection closed after {received} header bytes")
@@ -392,8 +395,12 @@ fn parse_v1(line: &[u8]) -> Option<Option<SocketAddr>> {
     }
     Some(match header.addresses {
         ppp::v1::Addresses::Unknown => None,
-        ppp::v1::Addresses::Tcp4(a) => Some(SocketAddr::new(a.source_address.into(), a.source_port)),
-        ppp::v1::Addresses::Tcp6(a) => Some(SocketAddr::new(a.source_address.into(), a.source_port)),
+        ppp::v1::Addresses::Tcp4(a) => {
+            Some(SocketAddr::new(a.source_address.into(), a.source_port))
+        }
+        ppp::v1::Addresses::Tcp6(a) => {
+            Some(SocketAddr::new(a.source_address.into(), a.source_port))
+        }
     })
 }
 

@@ -319,7 +319,9 @@ impl Session {
     pub fn resume(&self) -> Action {
         match self.state {
             State::Header(_) | State::Reading(_) => Action::Recv,
-            State::Sending { reply, sent } => Action::Send(reply.get(sent as usize..).unwrap_or(&[])),
+            State::Sending { reply, sent } => {
+                Action::Send(reply.get(sent as usize..).unwrap_or(&[]))
+            }
             State::Ended(end) => Action::Close(end),
         }
     }

@@ -6,7 +6,10 @@
 use std::fmt;
 use std::io;
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::time::Duration;
+
+use flashpolicy_proto::proxy::ProxySettings;
 
 use crate::config::Backend;
 use crate::control::{ShutdownFlag, Wakeup};
@@ -39,6 +42,8 @@ pub(crate) struct WorkerCtx {
     pub shutdown: ShutdownFlag,
     /// io_uring engine: send the reply with IORING_OP_SEND_ZC.
     pub send_zc: bool,
+    /// `--proxy-protocol`: the PROXY settings every session is served with.
+    pub proxy: Option<Arc<ProxySettings>>,
 }
 
 /// Per-worker counters: how connections ended, counted by the worker alone

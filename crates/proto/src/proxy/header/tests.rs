@@ -106,7 +106,10 @@ fn a_plain_request_is_no_signature() {
         feed_all(b"<policy-file-request/>\0"),
         Step::Invalid(Invalid::Signature)
     );
-    assert_eq!(feed_all(b"\r\n\r\n\0\r\nQUIX"), Step::Invalid(Invalid::Signature));
+    assert_eq!(
+        feed_all(b"\r\n\r\n\0\r\nQUIX"),
+        Step::Invalid(Invalid::Signature)
+    );
 }
 
 #[test]
@@ -135,7 +138,11 @@ fn v2_inet_inet6_local_unspec_unix() {
         }
     );
     // LOCAL, whatever its family and block: the real endpoints.
-    for (fam, rest) in [(0x00, vec![]), (0x11, inet4([1, 2, 3, 4], 1)), (0xff, vec![7; 3])] {
+    for (fam, rest) in [
+        (0x00, vec![]),
+        (0x11, inet4([1, 2, 3, 4], 1)),
+        (0xff, vec![7; 3]),
+    ] {
         let h = v2(0, fam, &rest);
         assert_eq!(
             feed_all(&h),
@@ -146,7 +153,13 @@ fn v2_inet_inet6_local_unspec_unix() {
         );
     }
     let h = v2(1, 0x00, &[]);
-    assert_eq!(feed_all(&h), Step::Header { client: None, consumed: 16 });
+    assert_eq!(
+        feed_all(&h),
+        Step::Header {
+            client: None,
+            consumed: 16
+        }
+    );
     let h = v2(1, 0x31, &[b'/'; 216]);
     assert_eq!(
         feed_all(&h),

@@ -8,7 +8,10 @@ const REPLY: &[u8] = b"<cross-domain-policy/>\0";
 fn a_request_in_one_read_is_answered_and_served() {
     let mut s = Session::new();
     assert_eq!(s.on_accepted(&Serving::plain(REPLY), None), Action::Recv);
-    assert_eq!(s.on_bytes(POLICY_REQUEST, &Serving::plain(REPLY)), Action::Send(REPLY));
+    assert_eq!(
+        s.on_bytes(POLICY_REQUEST, &Serving::plain(REPLY)),
+        Action::Send(REPLY)
+    );
     assert_eq!(s.on_sent(REPLY.len()), Action::Close(End::Served));
     assert_eq!(s.end(), Some(End::Served));
 }
@@ -16,8 +19,14 @@ fn a_request_in_one_read_is_answered_and_served() {
 #[test]
 fn a_split_request_and_a_short_send() {
     let mut s = Session::new();
-    assert_eq!(s.on_bytes(&POLICY_REQUEST[..5], &Serving::plain(REPLY)), Action::Recv);
-    assert_eq!(s.on_bytes(&POLICY_REQUEST[5..], &Serving::plain(REPLY)), Action::Send(REPLY));
+    assert_eq!(
+        s.on_bytes(&POLICY_REQUEST[..5], &Serving::plain(REPLY)),
+        Action::Recv
+    );
+    assert_eq!(
+        s.on_bytes(&POLICY_REQUEST[5..], &Serving::plain(REPLY)),
+        Action::Send(REPLY)
+    );
     assert_eq!(s.on_sent(4), Action::Send(&REPLY[4..]));
     assert_eq!(s.on_sent(REPLY.len() - 4), Action::Close(End::Served));
 }
@@ -27,8 +36,14 @@ fn the_reply_is_the_one_current_when_the_request_completed() {
     static OLD: &[u8] = b"old\0";
     static NEW: &[u8] = b"new!\0";
     let mut s = Session::new();
-    assert_eq!(s.on_bytes(&POLICY_REQUEST[..3], &Serving::plain(NEW)), Action::Recv);
-    assert_eq!(s.on_bytes(&POLICY_REQUEST[3..], &Serving::plain(OLD)), Action::Send(OLD));
+    assert_eq!(
+        s.on_bytes(&POLICY_REQUEST[..3], &Serving::plain(NEW)),
+        Action::Recv
+    );
+    assert_eq!(
+        s.on_bytes(&POLICY_REQUEST[3..], &Serving::plain(OLD)),
+        Action::Send(OLD)
+    );
     // Bytes that come later (with another current reply) change nothing.
     assert_eq!(s.on_bytes(b"x", &Serving::plain(NEW)), Action::Send(OLD));
     assert_eq!(s.on_sent(1), Action::Send(&OLD[1..]));
@@ -42,11 +57,17 @@ fn garbage_is_rejected_and_a_half_close_after_the_tag_is_a_request() {
         Action::Close(End::Rejected)
     );
     let mut s = Session::new();
-    assert_eq!(s.on_bytes(b"<policy-file-request/>", &Serving::plain(REPLY)), Action::Recv);
+    assert_eq!(
+        s.on_bytes(b"<policy-file-request/>", &Serving::plain(REPLY)),
+        Action::Recv
+    );
     assert_eq!(s.on_eof(&Serving::plain(REPLY)), Action::Send(REPLY));
     let mut s = Session::new();
     assert_eq!(s.on_bytes(b"<pol", &Serving::plain(REPLY)), Action::Recv);
-    assert_eq!(s.on_eof(&Serving::plain(REPLY)), Action::Close(End::Rejected));
+    assert_eq!(
+        s.on_eof(&Serving::plain(REPLY)),
+        Action::Close(End::Rejected)
+    );
 }
 
 #[test]
@@ -58,7 +79,10 @@ fn deadlines_time_out_readers_and_fail_senders() {
         s.on_bytes(POLICY_REQUEST, &Serving::plain(REPLY)),
         Action::Close(End::TimedOut)
     );
-    assert_eq!(s.on_eof(&Serving::plain(REPLY)), Action::Close(End::TimedOut));
+    assert_eq!(
+        s.on_eof(&Serving::plain(REPLY)),
+        Action::Close(End::TimedOut)
+    );
     let mut s = Session::new();
     s.on_bytes(POLICY_REQUEST, &Serving::plain(REPLY));
     assert_eq!(s.on_deadline(), Action::Close(End::Failed));
@@ -146,7 +170,10 @@ fn untrusted_or_unknown_peers_end_at_once() {
     let settings = crate::proxy::ProxySettings::new(vec!["127.0.0.2/32".parse().unwrap()]);
     let ctx = Serving::new(REPLY, Some(&settings));
     let mut s = Session::new();
-    assert_eq!(s.on_accepted(&ctx, peer()), Action::Close(End::ProxyInvalid));
+    assert_eq!(
+        s.on_accepted(&ctx, peer()),
+        Action::Close(End::ProxyInvalid)
+    );
     let mut s = Session::new();
     assert_eq!(s.on_accepted(&ctx, None), Action::Close(End::Failed));
 }
@@ -166,5 +193,9 @@ fn without_proxy_the_peer_is_the_client() {
 fn the_session_stays_small() {
     // 40 bytes before PROXY; the header reader and the addresses are boxed
     // (and only there when used), the send offset is a u32.
-    assert!(std::mem::size_of::<Session>() <= 40, "{}", std::mem::size_of::<Session>());
+    assert!(
+        std::mem::size_of::<Session>() <= 40,
+        "{}",
+        std::mem::size_of::<Session>()
+    );
 }
