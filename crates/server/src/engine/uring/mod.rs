@@ -179,6 +179,7 @@ mod tests {
             wakeup: Wakeup::new().expect("eventfd"),
             shutdown: ShutdownFlag::default(),
             send_zc: false,
+            proxy: None,
         };
         let (ring, flags) = setup::build_ring(8).expect("ring");
         setup::check_ring(&ring, flags).expect("ring features");
