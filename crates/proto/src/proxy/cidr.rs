@@ -83,6 +83,33 @@ impl Cidr {
     }
 }
 
+impl Cidr {
+    /// The range's first address.
+    pub fn network(&self) -> IpAddr {
+        self.addr
+    }
+
+    /// The prefix length.
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
+    /// The `i`-th address of the range, counting from its first and
+    /// wrapping around at its end (a load generator cycles through it).
+    pub fn nth(&self, i: u64) -> IpAddr {
+        let host_bits = u32::from(max_prefix(self.addr) - self.prefix);
+        let offset = if host_bits >= 64 {
+            u128::from(i)
+        } else {
+            u128::from(i % (1u64 << host_bits))
+        };
+        match self.addr {
+            IpAddr::V4(a) => IpAddr::V4(((u32::from(a) as u128 + offset) as u32).into()),
+            IpAddr::V6(a) => IpAddr::V6(u128::from(a).wrapping_add(offset).into()),
+        }
+    }
+}
+
 fn max_prefix(addr: IpAddr) -> u8 {
     match addr {
         IpAddr::V4(_) => 32,
@@ -192,6 +219,19 @@ mod tests {
         let any6: Cidr = "::/0".parse().unwrap();
         assert!(any6.contains(ip("2001:db8::1")));
         assert_eq!(net.to_string(), "2001:db8::/32");
+    }
+
+    #[test]
+    fn nth_cycles_through_the_range() {
+        let net: Cidr = "198.51.100.0/30".parse().unwrap();
+        let got: Vec<IpAddr> = (0..5).map(|i| net.nth(i)).collect();
+        assert_eq!(got[0], ip("198.51.100.0"));
+        assert_eq!(got[3], ip("198.51.100.3"));
+        assert_eq!(got[4], ip("198.51.100.0"));
+        let one: Cidr = "127.0.0.1/32".parse().unwrap();
+        assert_eq!(one.nth(7), ip("127.0.0.1"));
+        let v6: Cidr = "2001:db8::/64".parse().unwrap();
+        assert_eq!(v6.nth(0x10), ip("2001:db8::10"));
     }
 
     #[test]
