@@ -105,17 +105,19 @@ mod tests {
 
     #[test]
     fn headers_parse_back_with_the_claimed_source() {
-        let dst: SocketAddr = "127.0.0.1:843".parse().unwrap();
-        let local: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let dst: SocketAddr = "127.0.0.1:843".parse().expect("valid");
+        let local: SocketAddr = "127.0.0.1:40000".parse().expect("valid");
         for version in [ProxyVersion::V1, ProxyVersion::V2] {
             let headers = ProxyHeaders {
                 version,
-                source: Some("198.51.100.0/24".parse().unwrap()),
+                source: Some("198.51.100.0/24".parse().expect("valid")),
             };
             for n in [0u64, 5, 300] {
                 let h = headers.header(local, dst, n);
-                let want =
-                    SocketAddr::new(format!("198.51.100.{}", n % 256).parse().unwrap(), 40000);
+                let want = SocketAddr::new(
+                    format!("198.51.100.{}", n % 256).parse().expect("valid"),
+                    40000,
+                );
                 assert_eq!(
                     HeaderReader::new().feed(&h),
                     Step::Header {
@@ -129,10 +131,14 @@ mod tests {
                 version,
                 source: None,
             };
-            let h6 = own.header("[::1]:5".parse().unwrap(), "[::1]:843".parse().unwrap(), 0);
+            let h6 = own.header(
+                "[::1]:5".parse().expect("valid"),
+                "[::1]:843".parse().expect("valid"),
+                0,
+            );
             assert!(matches!(
                 HeaderReader::new().feed(&h6),
-                Step::Header { client: Some(c), .. } if c == "[::1]:5".parse().unwrap()
+                Step::Header { client: Some(c), .. } if c == "[::1]:5".parse().expect("valid")
             ));
         }
     }

@@ -12,7 +12,7 @@ use proptest::prelude::*;
 static REPLY: &[u8] = b"<cross-domain-policy/>\0";
 
 fn peer() -> SocketAddr {
-    "127.0.0.1:55555".parse().unwrap()
+    "127.0.0.1:55555".parse().expect("valid")
 }
 
 /// A header and the client it should yield.

@@ -107,7 +107,7 @@ fn haproxy_v1_and_v2_in_front_of_two_servers() {
         ];
         let s1 = Server::start(backend, &args);
         let s2 = Server::start(backend, &args);
-        let frontend: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let frontend: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("valid");
         let _haproxy = start_haproxy(&bin, frontend, s1.addr(), s2.addr());
 
         // Wait until HAProxy serves, and its health checks have found both

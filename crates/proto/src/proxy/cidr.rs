@@ -9,11 +9,11 @@ use std::str::FromStr;
 ///
 /// ```
 /// use flashpolicy_proto::proxy::Cidr;
-/// let net: Cidr = "10.0.0.0/8".parse().unwrap();
-/// assert!(net.contains("10.1.2.3".parse().unwrap()));
-/// assert!(!net.contains("11.0.0.1".parse().unwrap()));
+/// let net: Cidr = "10.0.0.0/8".parse().expect("valid");
+/// assert!(net.contains("10.1.2.3".parse().expect("valid")));
+/// assert!(!net.contains("11.0.0.1".parse().expect("valid")));
 /// // An IPv4-mapped IPv6 peer (a dual-stack listener) is its IPv4 address.
-/// assert!(net.contains("::ffff:10.0.0.1".parse().unwrap()));
+/// assert!(net.contains("::ffff:10.0.0.1".parse().expect("valid")));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Cidr {
@@ -199,38 +199,38 @@ mod tests {
     use super::*;
 
     fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
+        s.parse().expect("valid")
     }
 
     #[test]
     fn ranges_parse_and_match() {
-        let one: Cidr = "127.0.0.1/32".parse().unwrap();
+        let one: Cidr = "127.0.0.1/32".parse().expect("valid");
         assert!(one.contains(ip("127.0.0.1")));
         assert!(!one.contains(ip("127.0.0.2")));
-        let all: Cidr = "0.0.0.0/0".parse().unwrap();
+        let all: Cidr = "0.0.0.0/0".parse().expect("valid");
         assert!(all.contains(ip("203.0.113.9")));
         assert!(!all.contains(ip("::1")));
-        let v6: Cidr = "::1/128".parse().unwrap();
+        let v6: Cidr = "::1/128".parse().expect("valid");
         assert!(v6.contains(ip("::1")));
         assert!(!v6.contains(ip("127.0.0.1")));
-        let net: Cidr = "2001:db8::/32".parse().unwrap();
+        let net: Cidr = "2001:db8::/32".parse().expect("valid");
         assert!(net.contains(ip("2001:db8:ffff::1")));
         assert!(!net.contains(ip("2001:db9::1")));
-        let any6: Cidr = "::/0".parse().unwrap();
+        let any6: Cidr = "::/0".parse().expect("valid");
         assert!(any6.contains(ip("2001:db8::1")));
         assert_eq!(net.to_string(), "2001:db8::/32");
     }
 
     #[test]
     fn nth_cycles_through_the_range() {
-        let net: Cidr = "198.51.100.0/30".parse().unwrap();
+        let net: Cidr = "198.51.100.0/30".parse().expect("valid");
         let got: Vec<IpAddr> = (0..5).map(|i| net.nth(i)).collect();
         assert_eq!(got[0], ip("198.51.100.0"));
         assert_eq!(got[3], ip("198.51.100.3"));
         assert_eq!(got[4], ip("198.51.100.0"));
-        let one: Cidr = "127.0.0.1/32".parse().unwrap();
+        let one: Cidr = "127.0.0.1/32".parse().expect("valid");
         assert_eq!(one.nth(7), ip("127.0.0.1"));
-        let v6: Cidr = "2001:db8::/64".parse().unwrap();
+        let v6: Cidr = "2001:db8::/64".parse().expect("valid");
         assert_eq!(v6.nth(0x10), ip("2001:db8::10"));
     }
 
@@ -247,7 +247,7 @@ mod tests {
                 "{bad}"
             );
         }
-        let e = "10.0.0.1/8".parse::<Cidr>().unwrap_err();
+        let e = "10.0.0.1/8".parse::<Cidr>().expect_err("invalid");
         assert_eq!(
             e.to_string(),
             "bits after the prefix are set (did you mean 10.0.0.0/8?)"
@@ -257,7 +257,7 @@ mod tests {
     #[test]
     fn settings_trust_their_ranges_or_anyone() {
         assert!(ProxySettings::default().trusts(ip("192.0.2.1")));
-        let s = ProxySettings::new(vec!["127.0.0.1/32".parse().unwrap()]);
+        let s = ProxySettings::new(vec!["127.0.0.1/32".parse().expect("valid")]);
         assert!(s.trusts(ip("127.0.0.1")));
         assert!(s.trusts(ip("::ffff:127.0.0.1")));
         assert!(!s.trusts(ip("127.0.0.2")));

@@ -187,7 +187,7 @@ impl Session {
             (Some(settings), Some(peer)) if !settings.trusts(peer.ip()) => {
                 self.state = State::Ended(End::ProxyInvalid)
             }
-            (Some(_), Some(_)) => self.state = State::Header(Box::new(HeaderReader::new())),
+            (Some(_), Some(_)) => self.state = State::Header(Box::default()),
         }
         self.resume()
     }

@@ -5,7 +5,7 @@ fn feed_all(bytes: &[u8]) -> Step {
 }
 
 fn sa(s: &str) -> Option<SocketAddr> {
-    Some(s.parse().unwrap())
+    Some(s.parse().expect("valid"))
 }
 
 /// A v2 header: command `cmd`, family/transport `fam`, then `rest` (the

@@ -121,7 +121,7 @@ fn names_are_unique() {
 }
 
 fn peer() -> Option<SocketAddr> {
-    Some("127.0.0.1:40000".parse().unwrap())
+    Some("127.0.0.1:40000".parse().expect("valid"))
 }
 
 #[test]
@@ -134,7 +134,7 @@ fn a_proxy_header_then_a_request_in_one_read() {
     let mut bytes = b"PROXY TCP4 192.0.2.1 127.0.0.1 5000 843\r\n".to_vec();
     bytes.extend_from_slice(POLICY_REQUEST);
     assert_eq!(s.on_bytes(&bytes, &ctx), Action::Send(REPLY));
-    assert_eq!(s.client(), Some("192.0.2.1:5000".parse().unwrap()));
+    assert_eq!(s.client(), Some("192.0.2.1:5000".parse().expect("valid")));
     assert_eq!(s.peer(), peer());
 }
 
@@ -167,7 +167,7 @@ fn unknown_uses_the_peer_and_bad_headers_end_proxy_invalid() {
 
 #[test]
 fn untrusted_or_unknown_peers_end_at_once() {
-    let settings = crate::proxy::ProxySettings::new(vec!["127.0.0.2/32".parse().unwrap()]);
+    let settings = crate::proxy::ProxySettings::new(vec!["127.0.0.2/32".parse().expect("valid")]);
     let ctx = Serving::new(REPLY, Some(&settings));
     let mut s = Session::new();
     assert_eq!(
