@@ -8,8 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use flashpolicy_proto::proxy::Cidr;
 
 use crate::mix::{Mix, Scenario};
+use crate::proxy::{ProxyHeaders, ProxyVersion};
 use crate::schedule::{RateError, Schedule};
 use crate::source::{parse_sources, SourceError};
 use crate::stats::ErrorKind;
@@ -164,6 +166,16 @@ pub struct RunArgs {
     #[arg(long, value_name = "N")]
     pub max_inflight: Option<usize>,
 
+    /// Send a PROXY protocol header (`v1` or `v2`) before each request, with
+    /// the connection's own addresses (for a server run with --proxy-protocol).
+    #[arg(long, value_name = "VERSION")]
+    pub proxy_protocol: Option<ProxyVersion>,
+
+    /// With --proxy-protocol: claim source addresses from this range, cycling
+    /// through it (e.g. `198.51.100.0/24`), instead of the connection's own.
+    #[arg(long, value_name = "CIDR", requires = "proxy_protocol")]
+    pub proxy_source: Option<Cidr>,
+
     /// Write a JSON summary to FILE.
     #[arg(long, value_name = "FILE", long_help = json_help())]
     pub json: Option<PathBuf>,
@@ -223,6 +235,8 @@ pub enum ConfigError {
     SourceFamily(SocketAddr),
     /// `--max-inflight 0`.
     ZeroMaxInflight,
+    /// `--proxy-source` of another family than the target.
+    ProxySourceFamily(SocketAddr),
 }
 
 impl fmt::Display for ConfigError {
@@ -247,6 +261,10 @@ impl fmt::Display for ConfigError {
                 write!(f, "--source: no address of the target's family ({target})")
             }
             ConfigError::ZeroMaxInflight => f.write_str("--max-inflight must be at least 1"),
+            ConfigError::ProxySourceFamily(target) => write!(
+                f,
+                "--proxy-source: the range must be of the target's family ({target})"
+            ),
         }
     }
 }
@@ -348,6 +366,8 @@ pub struct RunConfig {
     pub send_delay: Duration,
     /// Open loop: cap on connections open at once (whole process).
     pub max_inflight: Option<usize>,
+    /// `--proxy-protocol`: a header before each request.
+    pub proxy: Option<ProxyHeaders>,
     /// Outputs.
     pub json: Option<PathBuf>,
     /// Outputs.
@@ -432,6 +452,15 @@ impl RunConfig {
         if a.max_inflight == Some(0) {
             return Err(ConfigError::ZeroMaxInflight);
         }
+        if let Some(c) = a.proxy_source {
+            if c.network().is_ipv4() != target.is_ipv4() {
+                return Err(ConfigError::ProxySourceFamily(target));
+            }
+        }
+        let proxy = a.proxy_protocol.map(|version| ProxyHeaders {
+            version,
+            source: a.proxy_source,
+        });
         Ok(RunConfig {
             target,
             target_text,
@@ -447,6 +476,7 @@ impl RunConfig {
             slow_interval: a.slow_interval,
             send_delay: a.send_delay,
             max_inflight: a.max_inflight,
+            proxy,
             json: a.json,
             hgrm: a.hgrm,
             log: a.log,

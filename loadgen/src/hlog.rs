@@ -393,6 +393,7 @@ impl Merged {
             elapsed: None,
             fallback: false,
             send_delay: None,
+            proxy_protocol: None,
         }
     }
 }

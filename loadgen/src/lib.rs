@@ -17,6 +17,7 @@
 //! Modules: [`cli`] (options), [`worker`] (one event loop per thread and the
 //! client state machine), [`check`] (reply checks), [`schedule`] (open-loop
 //! start times), [`mix`] (scenarios), [`source`] (source addresses),
+//! [`proxy`] (PROXY protocol headers before the request),
 //! [`stats`] (counts and histograms), [`runner`] (threads, progress, log),
 //! [`report`] (text, JSON, `.hgrm`), [`hlog`] (interval logs and `merge`),
 //! [`plot`] (SVG), [`sys`] (the few raw system calls).
@@ -28,6 +29,7 @@ pub mod cli;
 pub mod hlog;
 pub mod mix;
 pub mod plot;
+pub mod proxy;
 pub mod report;
 pub mod runner;
 pub mod schedule;

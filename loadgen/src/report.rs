@@ -38,6 +38,9 @@ pub struct Summary {
     pub fallback: bool,
     /// `--send-delay` (`None` for `merge`, which does not know it).
     pub send_delay: Option<Duration>,
+    /// `--proxy-protocol`: `"v1"` or `"v2"` (`None` without it, and for
+    /// `merge`).
+    pub proxy_protocol: Option<&'static str>,
 }
 
 impl Summary {
@@ -354,6 +357,9 @@ pub fn json(s: &Summary) -> Value {
             // Exact for any delay below 104 days (2^53 ns).
             m.insert("send_delay_us".into(), json!(d.as_nanos() as f64 / 1000.0));
         }
+        if let Some(v) = s.proxy_protocol {
+            m.insert("proxy_protocol".into(), json!(v));
+        }
     }
     v
 }
@@ -484,6 +490,7 @@ mod tests {
             elapsed: None,
             fallback: false,
             send_delay: Some(Duration::from_micros(50)),
+            proxy_protocol: None,
         };
         let v = json(&s);
         let mut s = s;

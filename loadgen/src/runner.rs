@@ -322,6 +322,7 @@ pub fn run(cfg: RunConfig) -> Result<Summary, RunError> {
         elapsed: Some(elapsed),
         fallback: cfg.fallback.is_some(),
         send_delay: Some(cfg.send_delay),
+        proxy_protocol: cfg.proxy.map(|p| p.version.name()),
     };
     if let Some(log) = log {
         log.finish(&summary).map_err(RunError::LogWrite)?;
@@ -347,6 +348,13 @@ fn describe(cfg: &RunConfig) -> String {
         String::new()
     } else {
         format!(", send delay {:?}", cfg.send_delay)
+    };
+    let send_delay = match cfg.proxy {
+        Some(p) => match p.source {
+            Some(range) => format!("{send_delay}, PROXY {} from {range}", p.version),
+            None => format!("{send_delay}, PROXY {}", p.version),
+        },
+        None => send_delay,
     };
     let target = if cfg.target_text == cfg.target.to_string() {
         cfg.target_text.clone()

@@ -16,6 +16,22 @@ fn usage_errors_exit_2_with_a_message() {
         &["--duration", "5 parsecs", "127.0.0.1:1"],
         &["--source", "127.0.0.9-127.0.0.2", "127.0.0.1:1"],
         &["--rate", "10", "--connections", "3", "127.0.0.1:1"],
+        &["--proxy-protocol", "v3", "127.0.0.1:1"],
+        &["--proxy-source", "198.51.100.0/24", "127.0.0.1:1"],
+        &[
+            "--proxy-protocol",
+            "v1",
+            "--proxy-source",
+            "2001:db8::/64",
+            "127.0.0.1:1",
+        ],
+        &[
+            "--proxy-protocol",
+            "v1",
+            "--proxy-source",
+            "198.51.100.1/24",
+            "127.0.0.1:1",
+        ],
         &["not-an-address"],
         &[],
     ] {

@@ -176,3 +176,36 @@ fn one_process_holds_ten_thousand_connections() {
         "held until the server's 1 s timeout: p50 {p50} µs"
     );
 }
+
+#[test]
+fn proxy_headers_against_flashpolicyd_with_proxy_protocol() {
+    let Some(bin) = Server::binary() else {
+        eprintln!("SKIPPED: flashpolicyd is not built");
+        return;
+    };
+    let server = Server::start(&bin, &["--proxy-protocol"]);
+    for (version, extra) in [
+        ("v1", &[][..]),
+        ("v2", &["--proxy-source", "198.51.100.0/24"][..]),
+        ("v1", &["--scenario", "slow", "--slow-interval", "1ms"][..]),
+    ] {
+        let dir = TempDir::new(&format!("real-proxy-{version}"));
+        let mut args = vec!["-c", "4", "--count", "200", "--threads", "1"];
+        args.extend_from_slice(&["--proxy-protocol", version]);
+        args.extend_from_slice(extra);
+        let addr = server.addr.to_string();
+        args.push(&addr);
+        let run = run_loadgen(&dir, "proxy", &args);
+        let j = &run.json;
+        assert_eq!(j["proxy_protocol"], version, "{}", run.stdout);
+        // Every request got the policy: the server parsed every header
+        // (a bad one gets no reply, a bad response here).
+        let ok = if extra.first() == Some(&"--scenario") {
+            u(j, &["by_scenario", "slow", "ok"])
+        } else {
+            u(j, &["ok"])
+        };
+        assert_eq!(ok, 200, "{version} {extra:?}: {}", run.stdout);
+        assert_eq!(errors_total(j), 0, "{version} {extra:?}: {}", run.stdout);
+    }
+}

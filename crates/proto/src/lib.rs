@@ -6,6 +6,7 @@
 //!
 //! * [`request`] decides, byte by byte, whether a client asked for the policy.
 //! * [`policy`] models, validates and renders socket policy documents.
+//! * [`proxy`] reads the PROXY protocol header a balancer may put first.
 //! * [`reply`] holds the one response buffer every connection is answered from.
 //! * [`serve`] is the serving core: what a connection does next, when a
 //!   worker accepts, how connections end and when they time out.
@@ -17,6 +18,7 @@
 #![warn(missing_docs)]
 
 pub mod policy;
+pub mod proxy;
 pub mod reply;
 pub mod request;
 pub mod serve;

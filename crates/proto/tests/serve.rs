@@ -3,7 +3,7 @@
 
 use flashpolicy_proto::request::POLICY_REQUEST;
 use flashpolicy_proto::serve::{
-    Action, Admission, Admit, End, Freed, IoFailure, OnAcceptError, Session, MAX_RETRIES,
+    Action, Admission, Admit, End, Freed, IoFailure, OnAcceptError, Serving, Session, MAX_RETRIES,
 };
 use proptest::prelude::*;
 use std::time::Instant;
@@ -52,12 +52,12 @@ proptest! {
         let mut sent_total = 0usize;
         let mut ended: Option<End> = None;
         let mut transient_in_a_row = 0u32;
-        let mut last = s.on_accepted();
+        let mut last = s.on_accepted(&Serving::plain(current), None);
         prop_assert_eq!(last, Action::Recv);
         for e in events {
             let action = match e {
-                Event::Bytes(b) => { transient_in_a_row = 0; s.on_bytes(&b, current) }
-                Event::Eof => s.on_eof(current),
+                Event::Bytes(b) => { transient_in_a_row = 0; s.on_bytes(&b, &Serving::plain(current)) }
+                Event::Eof => s.on_eof(&Serving::plain(current)),
                 Event::Sent(n) => {
                     // An engine reports at most what it was asked to send.
                     let n = match last { Action::Send(b) => n.min(b.len()), _ => n };
@@ -105,7 +105,7 @@ proptest! {
     #[test]
     fn a_deadline_always_ends_it(prefix in proptest::collection::vec(any::<u8>(), 0..30)) {
         let mut s = Session::new();
-        s.on_bytes(&prefix, REPLY);
+        s.on_bytes(&prefix, &Serving::plain(REPLY));
         prop_assert!(matches!(s.on_deadline(), Action::Close(_)));
     }
 }

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use flashpolicy_proto::proxy::{Cidr, ProxySettings};
 use flashpolicy_proto::reply::Reply;
 
 use crate::activation::PassedSockets;
@@ -82,6 +83,15 @@ pub struct Args {
     /// (from a thread of its own; not served when absent).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
+    /// Every connection starts with a PROXY protocol header (v1 or v2) from
+    /// a balancer; the client address is taken from it.
+    #[arg(long)]
+    pub proxy_protocol: bool,
+
+    /// With --proxy-protocol: accept headers only from peers in this range
+    /// (repeatable), e.g. `10.0.0.0/8`, `::1/128`; others are closed at once.
+    #[arg(long, value_name = "CIDR")]
+    pub proxy_from: Vec<Cidr>,
 
     /// Log filter (`error`, `warn`, `info`, `debug`, or a tracing directive).
     #[arg(long, value_name = "FILTER", default_value = "info")]
@@ -174,6 +184,8 @@ pub struct Config {
     /// TCP_DEFER_ACCEPT: `--defer-accept` (the last of it and
     /// `--no-defer-accept` wins).
     pub defer_accept: bool,
+    /// `--proxy-protocol` and its `--proxy-from` ranges.
+    pub proxy: Option<ProxySettings>,
     /// Log filter.
     pub log: String,
     /// `--log-format`.
@@ -199,6 +211,8 @@ pub enum ConfigError {
     ZeroTimeout,
     /// A `--timeout` above [`MAX_TIMEOUT`].
     TimeoutTooLong(Duration),
+    /// `--proxy-from` without `--proxy-protocol`.
+    ProxyFromWithoutProxyProtocol,
 }
 
 impl fmt::Display for ConfigError {
@@ -212,6 +226,10 @@ impl fmt::Display for ConfigError {
                 "--timeout {} is too long: the most is {}",
                 humantime::format_duration(*timeout),
                 humantime::format_duration(MAX_TIMEOUT)
+            ),
+            ConfigError::ProxyFromWithoutProxyProtocol => f.write_str(
+                "--proxy-from only applies with --proxy-protocol (add --proxy-protocol, or drop \
+                 --proxy-from)",
             ),
         }
     }
@@ -304,6 +322,19 @@ impl Config {
                 humantime::format_duration(args.timeout)
             ));
         }
+        if !args.proxy_protocol && !args.proxy_from.is_empty() {
+            return Err(ConfigError::ProxyFromWithoutProxyProtocol);
+        }
+        if args.proxy_protocol && args.proxy_from.is_empty() {
+            warnings.push(
+                "--proxy-protocol without --proxy-from: any peer may send a PROXY header and \
+                 claim any client address"
+                    .to_string(),
+            );
+        }
+        let proxy = args
+            .proxy_protocol
+            .then(|| ProxySettings::new(args.proxy_from));
         let threads = match args.threads {
             Some(n) => n.get(),
             None => std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
@@ -322,6 +353,7 @@ impl Config {
             pin: args.pin,
             backlog: args.backlog,
             defer_accept: args.defer_accept,
+            proxy,
             log: args.log,
             log_format: args.log_format,
             user: args.user,

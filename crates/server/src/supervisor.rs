@@ -158,6 +158,7 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
             send_zc: config.send_zc,
             started: gate.ticket(),
             tally,
+            proxy: config.proxy.clone().map(std::sync::Arc::new),
         };
         let pin = cpus.get(id % cpus.len().max(1)).copied();
         let report = Report {
@@ -212,6 +213,17 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
                 Err(e) => error!("cannot start the watchdog thread: {e}"),
             }
         }
+    }
+    if let Some(proxy) = &config.proxy {
+        let from: Vec<String> = proxy.from().iter().map(ToString::to_string).collect();
+        info!(
+            "proxy-protocol on (v1 and v2), headers from {}",
+            if from.is_empty() {
+                "any peer".to_string()
+            } else {
+                from.join(", ")
+            }
+        );
     }
 
     let mut failed = 0;

@@ -2,6 +2,7 @@
 //! once, or a byte at a time for a slow client), read until the server
 //! closes, check the reply.
 
+use std::borrow::Cow;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -48,6 +49,9 @@ pub(super) struct Conn {
     pub(super) origin: Instant,
     pub(super) connected_at: Instant,
     pub(super) first_byte_at: Option<Instant>,
+    /// What the client sends: its scenario's request, after a PROXY header
+    /// with `--proxy-protocol`.
+    pub(super) payload: Cow<'static, [u8]>,
     pub(super) sent: usize,
     pub(super) recorded: bool,
     pub(super) fallback_attempt: bool,
@@ -101,6 +105,7 @@ impl Worker {
                 return;
             }
         };
+        let payload = self.payload_for(client.scenario, &stream, addr);
         let gen = self.fresh_gen();
         let entry = self.conns.vacant_entry();
         let key = entry.key();
@@ -108,6 +113,7 @@ impl Worker {
             && self.plan.config.fallback.is_some()
             && client.scenario.wants_policy();
         let mut conn = Conn {
+            payload,
             stream,
             gen,
             scenario: client.scenario,
@@ -153,7 +159,7 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let payload = request_of(conn.scenario);
+        let payload = &conn.payload;
         let end = if conn.scenario == Scenario::Slow {
             if conn.stream.set_nodelay(true).is_err() {
                 return;
@@ -183,6 +189,32 @@ impl Worker {
                 self.conclude(key, Outcome::Failed(kind, &ConnectError(addr, e)), now);
             }
         }
+    }
+
+    /// The bytes a `scenario` client sends on `stream` (connected to
+    /// `dest`): its request, after a PROXY header with `--proxy-protocol`
+    /// (an idle client sends nothing at all).
+    fn payload_for(
+        &mut self,
+        scenario: Scenario,
+        stream: &TcpStream,
+        dest: SocketAddr,
+    ) -> Cow<'static, [u8]> {
+        let request = request_of(scenario);
+        let Some(proxy) = self.plan.config.proxy else {
+            return Cow::Borrowed(request);
+        };
+        if request.is_empty() {
+            return Cow::Borrowed(request);
+        }
+        let local = stream
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::new(dest.ip(), 0));
+        let n = self.next_proxy_source;
+        self.next_proxy_source = n.wrapping_add(self.plan.config.threads as u64);
+        let mut bytes = proxy.header(local, dest, n);
+        bytes.extend_from_slice(request);
+        Cow::Owned(bytes)
     }
 
     pub(super) fn on_event(&mut self, key: usize, writable: bool, readable: bool) {
@@ -254,7 +286,7 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(key) else {
             return false;
         };
-        let payload = request_of(conn.scenario);
+        let payload = &conn.payload;
         while conn.sent < payload.len() {
             let end = if conn.scenario == Scenario::Slow {
                 conn.sent + 1

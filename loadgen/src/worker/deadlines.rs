@@ -120,6 +120,7 @@ mod tests {
             origin: now,
             connected_at: now,
             first_byte_at: None,
+            payload: std::borrow::Cow::Borrowed(b""),
             sent: 0,
             recorded: false,
             fallback_attempt: false,

@@ -42,6 +42,8 @@ pub(super) struct Worker {
     pub(super) send_delays: DeadlineQueue,
     pub(super) sources: Vec<IpAddr>,
     pub(super) next_source: usize,
+    /// `--proxy-source`: the next claimed address's number.
+    pub(super) next_proxy_source: u64,
     pub(super) rec_start: Instant,
     pub(super) rec_end: Option<Instant>,
     /// Open loop: next global connection number.
@@ -100,6 +102,7 @@ impl Worker {
             }),
             sources: family,
             next_source,
+            next_proxy_source: plan.id as u64,
             rec_start,
             rec_end,
             next_index,

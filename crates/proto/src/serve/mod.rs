@@ -3,6 +3,8 @@
 //! * [`session`]: one connection from accept to close: events in (bytes,
 //!   end-of-stream, sent, error, deadline), actions out (recv, send, close
 //!   with how it [`End`]ed).
+//! * [`context`]: what session events are served with: the current reply
+//!   and the PROXY settings.
 //! * [`admission`]: when a worker takes connections: start, park or shed;
 //!   pause at the limit and the one resume rule; what an `accept` error
 //!   means.
@@ -19,6 +21,7 @@
 
 pub mod address_limit;
 pub mod admission;
+pub mod context;
 pub mod deadline;
 pub mod errno;
 pub mod rate_limit;
@@ -27,6 +30,7 @@ pub mod tally;
 
 pub use address_limit::{AddressKey, AddressLimit, Hold};
 pub use admission::{AcceptErrorPlan, Admission, Admit, Admitted, Freed, OnAcceptError};
+pub use context::Serving;
 pub use deadline::{after_accept, deadline_after, Deadline, DeadlineQueue};
 pub use errno::{classify_accept_errno, classify_io_errno, AcceptErrorKind};
 pub use rate_limit::{RateLimit, WARN_INTERVAL};

@@ -6,12 +6,18 @@
 //!
 //! | event | when |
 //! |---|---|
-//! | [`Session::on_accepted`] | the connection has a slot |
+//! | [`Session::on_accepted`] | the connection has a slot (with its peer's address when asked for) |
 //! | [`Session::on_bytes`] | a read returned bytes |
 //! | [`Session::on_eof`] | a read returned end-of-stream |
 //! | [`Session::on_sent`] | a send of the bytes last asked for wrote `n` of them |
 //! | [`Session::on_error`] | a read or send failed |
 //! | [`Session::on_deadline`] | `--timeout` passed |
+//!
+//! Events that may read or answer take the worker's [`Serving`] context
+//! (the current reply, the PROXY settings). With `--proxy-protocol` a
+//! session reads a PROXY header ([`crate::proxy`]) before the request, and
+//! nothing of the request is looked at before the header is complete and
+//! valid.
 //!
 //! Every event answers with one [`Action`]: read more, send these bytes, or
 //! close because the connection ended this way ([`End`]). Once a session has
@@ -19,7 +25,10 @@
 //! operation was still in flight (io_uring) can close when it completes.
 
 use std::fmt;
+use std::net::SocketAddr;
 
+use super::context::Serving;
+use crate::proxy::{HeaderReader, Step};
 use crate::request::{Recogniser, Verdict};
 
 /// Times in a row a read or send may fail with a transient error
@@ -102,25 +111,46 @@ pub enum IoFailure {
 }
 
 /// One connection's state: a two-byte recogniser while reading, the reply
-/// and an offset while sending. Nothing in it grows with what a client
-/// sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// and an offset while sending; with `--proxy-protocol`, a boxed header
+/// reader first. Nothing in it grows with what a client sends.
+///
+/// The addresses (the TCP peer, the client a PROXY header names) are boxed
+/// and only there when the engine passed the peer at accept, so a session
+/// that needs neither stays small.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
     state: State,
     /// Transient failures in a row (reset by progress).
     retries: u8,
+    /// The peer and the client, when known.
+    addrs: Option<Box<Addrs>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum State {
+    /// `--proxy-protocol`: waiting for (the rest of) the PROXY header.
+    Header(Box<HeaderReader>),
     /// Waiting for (the rest of) the request.
     Reading(Recogniser),
     /// The request is complete; `sent` bytes of `reply` are out. The reply
     /// is the one current when the request completed, so a reload never
     /// changes a reply half-way.
-    Sending { reply: &'static [u8], sent: usize },
+    ///
+    /// `sent` is a `u32` to keep the session small: a reply is at most
+    /// [`crate::policy::MAX_POLICY_LEN`] bytes and one NUL.
+    Sending { reply: &'static [u8], sent: u32 },
     /// Over; every event answers `Close(end)`.
     Ended(End),
+}
+
+/// A connection's addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Addrs {
+    /// The TCP peer (with PROXY: the balancer).
+    peer: SocketAddr,
+    /// The client: the peer without PROXY, the header's source with it
+    /// (the peer for `LOCAL`/`UNKNOWN`); `None` until known.
+    client: Option<SocketAddr>,
 }
 
 impl Default for Session {
@@ -135,33 +165,108 @@ impl Session {
         Session {
             state: State::Reading(Recogniser::new()),
             retries: 0,
+            addrs: None,
         }
     }
 
-    /// The connection has a slot: read its request.
-    pub fn on_accepted(&mut self) -> Action {
+    /// The connection has a slot: read its PROXY header (with
+    /// `--proxy-protocol`) or its request.
+    ///
+    /// `peer` is the TCP peer's address; engines pass it when
+    /// [`Serving::needs_peer`] (or debug logging) asks for it, `None`
+    /// otherwise. With `--proxy-protocol` and no peer (`getpeername`
+    /// failed: the client is gone) the connection fails; a peer outside
+    /// `--proxy-from` ends it at once as [`End::ProxyInvalid`].
+    pub fn on_accepted(&mut self, serving: &Serving<'_>, peer: Option<SocketAddr>) -> Action {
+        if let Some(peer) = peer {
+            self.addrs = Some(Box::new(Addrs { peer, client: None }));
+        }
+        match (serving.proxy, peer) {
+            (None, _) => self.client_known(peer),
+            (Some(_), None) => self.state = State::Ended(End::Failed),
+            (Some(settings), Some(peer)) if !settings.trusts(peer.ip()) => {
+                self.state = State::Ended(End::ProxyInvalid)
+            }
+            (Some(_), Some(_)) => self.state = State::Header(Box::default()),
+        }
         self.resume()
     }
 
-    /// A read returned `bytes` (not empty). `reply` is the reply being
-    /// served now; it is sent if these bytes complete the request.
-    pub fn on_bytes(&mut self, bytes: &[u8], reply: &'static [u8]) -> Action {
+    /// A read returned `bytes` (not empty). The reply in `serving` is sent
+    /// if these bytes complete the request.
+    pub fn on_bytes(&mut self, bytes: &[u8], serving: &Serving<'_>) -> Action {
+        let bytes = match &mut self.state {
+            State::Header(reader) => {
+                self.retries = 0;
+                match reader.feed(bytes) {
+                    Step::NeedMore => return Action::Recv,
+                    Step::Invalid(_) => {
+                        self.state = State::Ended(End::ProxyInvalid);
+                        return self.resume();
+                    }
+                    Step::Header { client, consumed } => {
+                        self.state = State::Reading(Recogniser::new());
+                        let real = self.addrs.as_ref().map(|a| a.peer);
+                        self.client_known(client.or(real));
+                        match bytes.get(consumed..) {
+                            Some(rest) if !rest.is_empty() => rest,
+                            _ => return self.resume(),
+                        }
+                    }
+                }
+            }
+            State::Reading(_) => bytes,
+            _ => return self.after_unexpected_read(),
+        };
         let State::Reading(recogniser) = &mut self.state else {
-            return self.after_unexpected_read();
+            // The client's limit ended it when its address became known.
+            return self.resume();
         };
         self.retries = 0;
         let verdict = recogniser.feed(bytes);
-        self.on_verdict(verdict, reply)
+        self.on_verdict(verdict, serving.reply)
     }
 
     /// A read returned end-of-stream. A bare tag followed by a half-close
-    /// still counts as a request (see [`Recogniser::eof`]).
-    pub fn on_eof(&mut self, reply: &'static [u8]) -> Action {
-        let State::Reading(recogniser) = &mut self.state else {
-            return self.after_unexpected_read();
-        };
-        let verdict = recogniser.eof();
-        self.on_verdict(verdict, reply)
+    /// still counts as a request (see [`Recogniser::eof`]); a PROXY header
+    /// cut short is [`End::ProxyInvalid`].
+    pub fn on_eof(&mut self, serving: &Serving<'_>) -> Action {
+        match &mut self.state {
+            State::Header(_) => {
+                self.state = State::Ended(End::ProxyInvalid);
+                self.resume()
+            }
+            State::Reading(recogniser) => {
+                let verdict = recogniser.eof();
+                self.on_verdict(verdict, serving.reply)
+            }
+            _ => self.after_unexpected_read(),
+        }
+    }
+
+    /// The client's address became known: at accept without
+    /// `--proxy-protocol` (the TCP peer, if the engine passed it), after a
+    /// complete, valid header with it (the header's source, or the peer
+    /// for `LOCAL`/`UNKNOWN`). This is the one place where a decision
+    /// about the client's address belongs: a per-address limit
+    /// (`--max-per-ip`, [`End::OverIpLimit`]) plugs in here, before any
+    /// byte of the request is looked at.
+    fn client_known(&mut self, client: Option<SocketAddr>) {
+        if let (Some(addrs), Some(client)) = (self.addrs.as_deref_mut(), client) {
+            addrs.client = Some(client);
+        }
+    }
+
+    /// The client's address, once known (see [`Session::on_accepted`]):
+    /// the TCP peer without PROXY, the header's source with it.
+    pub fn client(&self) -> Option<SocketAddr> {
+        self.addrs.as_ref().and_then(|a| a.client)
+    }
+
+    /// The TCP peer's address, if the engine passed it at accept (with
+    /// PROXY: the balancer).
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.addrs.as_ref().map(|a| a.peer)
     }
 
     /// A send of the bytes last asked for wrote `n` of them.
@@ -169,8 +274,9 @@ impl Session {
         if let State::Sending { reply, sent } = &mut self.state {
             if n > 0 {
                 self.retries = 0;
-                *sent = sent.saturating_add(n).min(reply.len());
-                if *sent == reply.len() {
+                let total = (*sent as usize).saturating_add(n).min(reply.len());
+                *sent = u32::try_from(total).unwrap_or(u32::MAX);
+                if total == reply.len() {
                     // Served: no later event (an error or a deadline
                     // racing the last send) may change that.
                     self.state = State::Ended(End::Served);
@@ -197,11 +303,12 @@ impl Session {
         self.resume()
     }
 
-    /// `--timeout` passed: a connection still waiting for its request timed
-    /// out; one still sending failed (its client does not read).
+    /// `--timeout` passed: a connection still waiting for its header or
+    /// request timed out; one still sending failed (its client does not
+    /// read).
     pub fn on_deadline(&mut self) -> Action {
         match self.state {
-            State::Reading(_) => self.state = State::Ended(End::TimedOut),
+            State::Header(_) | State::Reading(_) => self.state = State::Ended(End::TimedOut),
             State::Sending { .. } => self.state = State::Ended(End::Failed),
             State::Ended(_) => {}
         }
@@ -211,8 +318,10 @@ impl Session {
     /// What the session waits for now: the action its last event answered.
     pub fn resume(&self) -> Action {
         match self.state {
-            State::Reading(_) => Action::Recv,
-            State::Sending { reply, sent } => Action::Send(&reply[sent..]),
+            State::Header(_) | State::Reading(_) => Action::Recv,
+            State::Sending { reply, sent } => {
+                Action::Send(reply.get(sent as usize..).unwrap_or(&[]))
+            }
             State::Ended(end) => Action::Close(end),
         }
     }
@@ -250,101 +359,4 @@ impl Session {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::request::POLICY_REQUEST;
-
-    const REPLY: &[u8] = b"<cross-domain-policy/>\0";
-
-    #[test]
-    fn a_request_in_one_read_is_answered_and_served() {
-        let mut s = Session::new();
-        assert_eq!(s.on_accepted(), Action::Recv);
-        assert_eq!(s.on_bytes(POLICY_REQUEST, REPLY), Action::Send(REPLY));
-        assert_eq!(s.on_sent(REPLY.len()), Action::Close(End::Served));
-        assert_eq!(s.end(), Some(End::Served));
-    }
-
-    #[test]
-    fn a_split_request_and_a_short_send() {
-        let mut s = Session::new();
-        assert_eq!(s.on_bytes(&POLICY_REQUEST[..5], REPLY), Action::Recv);
-        assert_eq!(s.on_bytes(&POLICY_REQUEST[5..], REPLY), Action::Send(REPLY));
-        assert_eq!(s.on_sent(4), Action::Send(&REPLY[4..]));
-        assert_eq!(s.on_sent(REPLY.len() - 4), Action::Close(End::Served));
-    }
-
-    #[test]
-    fn the_reply_is_the_one_current_when_the_request_completed() {
-        static OLD: &[u8] = b"old\0";
-        static NEW: &[u8] = b"new!\0";
-        let mut s = Session::new();
-        assert_eq!(s.on_bytes(&POLICY_REQUEST[..3], NEW), Action::Recv);
-        assert_eq!(s.on_bytes(&POLICY_REQUEST[3..], OLD), Action::Send(OLD));
-        // Bytes that come later (with another current reply) change nothing.
-        assert_eq!(s.on_bytes(b"x", NEW), Action::Send(OLD));
-        assert_eq!(s.on_sent(1), Action::Send(&OLD[1..]));
-    }
-
-    #[test]
-    fn garbage_is_rejected_and_a_half_close_after_the_tag_is_a_request() {
-        let mut s = Session::new();
-        assert_eq!(
-            s.on_bytes(b"GET / HTTP/1.1\r\n", REPLY),
-            Action::Close(End::Rejected)
-        );
-        let mut s = Session::new();
-        assert_eq!(s.on_bytes(b"<policy-file-request/>", REPLY), Action::Recv);
-        assert_eq!(s.on_eof(REPLY), Action::Send(REPLY));
-        let mut s = Session::new();
-        assert_eq!(s.on_bytes(b"<pol", REPLY), Action::Recv);
-        assert_eq!(s.on_eof(REPLY), Action::Close(End::Rejected));
-    }
-
-    #[test]
-    fn deadlines_time_out_readers_and_fail_senders() {
-        let mut s = Session::new();
-        assert_eq!(s.on_deadline(), Action::Close(End::TimedOut));
-        // An engine whose recv was in flight learns the same when it lands.
-        assert_eq!(
-            s.on_bytes(POLICY_REQUEST, REPLY),
-            Action::Close(End::TimedOut)
-        );
-        assert_eq!(s.on_eof(REPLY), Action::Close(End::TimedOut));
-        let mut s = Session::new();
-        s.on_bytes(POLICY_REQUEST, REPLY);
-        assert_eq!(s.on_deadline(), Action::Close(End::Failed));
-    }
-
-    #[test]
-    fn transient_failures_are_retried_a_bounded_number_of_times() {
-        let mut s = Session::new();
-        for _ in 0..MAX_RETRIES {
-            assert_eq!(s.on_error(IoFailure::Transient), Action::Recv);
-        }
-        assert_eq!(s.on_error(IoFailure::Transient), Action::Close(End::Failed));
-        // Progress resets the count.
-        let mut s = Session::new();
-        for _ in 0..MAX_RETRIES {
-            s.on_error(IoFailure::Transient);
-        }
-        assert_eq!(s.on_bytes(b"<", REPLY), Action::Recv);
-        assert_eq!(s.on_error(IoFailure::Transient), Action::Recv);
-        assert_eq!(s.on_error(IoFailure::Fatal), Action::Close(End::Failed));
-    }
-
-    #[test]
-    fn a_send_that_writes_nothing_fails() {
-        let mut s = Session::new();
-        s.on_bytes(POLICY_REQUEST, REPLY);
-        assert_eq!(s.on_sent(0), Action::Close(End::Failed));
-    }
-
-    #[test]
-    fn names_are_unique() {
-        let mut names: Vec<_> = End::ALL.iter().map(|e| e.name()).collect();
-        names.sort_unstable();
-        names.dedup();
-        assert_eq!(names.len(), End::ALL.len());
-    }
-}
+mod tests;

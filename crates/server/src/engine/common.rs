@@ -7,8 +7,8 @@ use std::io;
 use std::sync::Once;
 use std::time::Duration;
 
-use flashpolicy_proto::serve::{AcceptErrorKind, AcceptErrorPlan};
-use tracing::{error, warn};
+use flashpolicy_proto::serve::{AcceptErrorKind, AcceptErrorPlan, End, Serving, Session};
+use tracing::{debug, error, warn};
 
 /// How long accepting pauses after the process ran out of descriptors (or
 /// memory), or after an accept error of an unknown kind, before it tries
@@ -89,6 +89,30 @@ pub(crate) fn log_accept_error(id: usize, plan: &AcceptErrorPlan, errno: i32) {
         ),
         AcceptErrorKind::Refused => error!("worker {id}: accept refused: {e}"),
         _ => warn!("worker {id}: accept: {e}; retrying after {ACCEPT_BACKOFF:?}"),
+    }
+}
+
+/// Whether sessions get their peer's address at accept: with
+/// `--proxy-protocol` (the serving core needs it), or when debug logs
+/// (which name each connection's client) are on. Otherwise the uring engine
+/// makes no `getpeername` call and a session boxes no addresses.
+pub(crate) fn wants_peer(serving: &Serving<'_>) -> bool {
+    serving.needs_peer() || tracing::enabled!(tracing::Level::DEBUG)
+}
+
+/// The debug line for a connection that ended: its client (the header's
+/// source with PROXY), and the balancer's address when it differs.
+pub(crate) fn log_end(id: usize, session: &Session, end: End) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let client = session.client();
+    let peer = session.peer();
+    match (client, peer) {
+        (Some(c), Some(p)) if c != p => debug!("worker {id}: client {c} via {p}: {end}"),
+        (Some(c), _) => debug!("worker {id}: client {c}: {end}"),
+        (None, Some(p)) => debug!("worker {id}: peer {p}: {end}"),
+        (None, None) => debug!("worker {id}: connection: {end}"),
     }
 }
 

@@ -38,12 +38,16 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use flashpolicy_proto::proxy::ProxySettings;
 
 use flashpolicy_proto::serve::{
     classify_io_errno, deadline_after, Action, Admission, Admit, DeadlineQueue, End, Freed,
-    IoFailure, OnAcceptError, Session,
+    IoFailure, OnAcceptError, Serving, Session,
 };
 use mio::net::{TcpListener, TcpStream};
 use mio::unix::SourceFd;
@@ -52,8 +56,8 @@ use slab::Slab;
 use tracing::debug;
 
 use super::common::{
-    self, accept_errno, connection_cap, log_accept_error, log_full, open_spare, ACCEPT_BACKOFF,
-    MAX_PARKED, RECV_LEN,
+    self, accept_errno, connection_cap, log_accept_error, log_end, log_full, open_spare,
+    wants_peer, ACCEPT_BACKOFF, MAX_PARKED, RECV_LEN,
 };
 use super::WorkerCtx;
 use crate::metrics::LiveTally;
@@ -109,6 +113,10 @@ struct Worker {
     timeout: Duration,
     next_generation: u32,
     reply: &'static [u8],
+    /// `--proxy-protocol`.
+    proxy: Option<Arc<ProxySettings>>,
+    /// Sessions get their peer's address (see `common::wants_peer`).
+    want_peer: bool,
     new_reply: crate::reload::ReplyMailbox,
     wakeup: crate::control::Wakeup,
     shutdown: crate::control::ShutdownFlag,
@@ -136,6 +144,7 @@ impl Worker {
         poll.registry()
             .register(&mut SourceFd(&fd), WAKEUP, Interest::READABLE)?;
         let max = connection_cap(ctx.max_connections);
+        let want_peer = wants_peer(&Serving::new(ctx.reply, ctx.proxy.as_deref()));
         Ok(Worker {
             id: ctx.id,
             poll,
@@ -149,6 +158,8 @@ impl Worker {
             timeout: ctx.timeout,
             next_generation: 0,
             reply: ctx.reply,
+            proxy: ctx.proxy,
+            want_peer,
             new_reply: ctx.new_reply,
             wakeup: ctx.wakeup,
             shutdown: ctx.shutdown,
@@ -246,8 +257,8 @@ impl Worker {
                 return Ok(());
             };
             let errno = match listener.accept() {
-                Ok((stream, _)) => {
-                    self.on_accepted(stream, now);
+                Ok((stream, peer)) => {
+                    self.on_accepted(stream, peer, now);
                     continue;
                 }
                 Err(e) => accept_errno(&e),
@@ -288,7 +299,7 @@ impl Worker {
         shed
     }
 
-    fn on_accepted(&mut self, stream: TcpStream, now: Instant) {
+    fn on_accepted(&mut self, stream: TcpStream, peer: SocketAddr, now: Instant) {
         self.tally.accepted();
         let admitted = self.admission.on_accepted(now);
         if admitted.warn_full {
@@ -296,7 +307,8 @@ impl Worker {
         }
         match admitted.admit {
             Admit::Start => {
-                if let Some(end) = self.start(stream, now) {
+                let peer = self.want_peer.then_some(peer);
+                if let Some(end) = self.start(stream, peer, now) {
                     self.finished(end, now);
                 }
             }
@@ -307,11 +319,20 @@ impl Worker {
 
     /// A connection with a slot: read at once, and only involve epoll if it
     /// must wait. Returns how it ended if it did so at once.
-    fn start(&mut self, mut stream: TcpStream, now: Instant) -> Option<End> {
+    fn start(
+        &mut self,
+        mut stream: TcpStream,
+        peer: Option<SocketAddr>,
+        now: Instant,
+    ) -> Option<End> {
+        let serving = Serving::new(self.reply, self.proxy.as_deref());
         let mut session = Session::new();
-        let action = session.on_accepted();
-        let interest = match drive(&mut stream, &mut session, action, self.reply) {
-            Driven::Done(end) => return Some(end),
+        let action = session.on_accepted(&serving, peer);
+        let interest = match drive(&mut stream, &mut session, action, &serving) {
+            Driven::Done(end) => {
+                log_end(self.id, &session, end);
+                return Some(end);
+            }
             Driven::Wait(interest) => interest,
         };
         let generation = self.next_generation;
@@ -347,7 +368,13 @@ impl Worker {
                     let Some(stream) = self.parked.pop_front() else {
                         return;
                     };
-                    match self.start(stream, now) {
+                    // A parked stream's peer is asked for now (a rare path).
+                    let peer = if self.want_peer {
+                        stream.peer_addr().ok()
+                    } else {
+                        None
+                    };
+                    match self.start(stream, peer, now) {
                         Some(next) => end = next,
                         None => return,
                     }
@@ -363,12 +390,12 @@ impl Worker {
 
     /// Readiness on a registered connection.
     fn on_ready(&mut self, key: usize, now: Instant) {
-        let reply = self.reply;
+        let serving = Serving::new(self.reply, self.proxy.as_deref());
         let Some(conn) = self.conns.get_mut(key) else {
             return; // closed earlier in this batch
         };
         let action = conn.session.resume();
-        match drive(&mut conn.stream, &mut conn.session, action, reply) {
+        match drive(&mut conn.stream, &mut conn.session, action, &serving) {
             Driven::Wait(interest) if interest == conn.interest => {}
             Driven::Wait(interest) => {
                 conn.interest = interest;
@@ -402,7 +429,9 @@ impl Worker {
 
     fn close(&mut self, key: usize, end: End, now: Instant) {
         // Dropping the stream closes it, which also removes it from epoll.
-        drop(self.conns.remove(key));
+        let conn = self.conns.remove(key);
+        log_end(self.id, &conn.session, end);
+        drop(conn);
         self.finished(end, now);
     }
 }
@@ -415,15 +444,15 @@ fn drive(
     stream: &mut TcpStream,
     session: &mut Session,
     mut action: Action,
-    reply: &'static [u8],
+    serving: &Serving<'_>,
 ) -> Driven {
     let mut buf = [0u8; RECV_LEN];
     loop {
         action = match action {
             Action::Close(end) => return Driven::Done(end),
             Action::Recv => match stream.read(&mut buf) {
-                Ok(0) => session.on_eof(reply),
-                Ok(n) => session.on_bytes(&buf[..n], reply),
+                Ok(0) => session.on_eof(serving),
+                Ok(n) => session.on_bytes(&buf[..n], serving),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     return Driven::Wait(Interest::READABLE)
                 }

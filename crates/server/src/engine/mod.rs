@@ -6,7 +6,10 @@
 use std::fmt;
 use std::io;
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::time::Duration;
+
+use flashpolicy_proto::proxy::ProxySettings;
 
 use crate::config::Backend;
 use crate::control::{ShutdownFlag, Wakeup};
@@ -44,6 +47,8 @@ pub(crate) struct WorkerCtx {
     /// This worker's own counters (it is their only writer); the totals
     /// line and `--metrics` read them.
     pub tally: crate::metrics::LiveTally,
+    /// `--proxy-protocol`: the PROXY settings every session is served with.
+    pub proxy: Option<Arc<ProxySettings>>,
 }
 
 /// Runs one worker on `engine` (chosen once by [`resolve_backend`]) until

@@ -5,16 +5,19 @@
 //! submits what it asks for.
 
 use std::io;
-use std::os::fd::RawFd;
+use std::net::SocketAddr;
+use std::os::fd::{BorrowedFd, RawFd};
 use std::time::Instant;
 
-use flashpolicy_proto::serve::{classify_io_errno, deadline_after, Action, End, Freed, Session};
+use flashpolicy_proto::serve::{
+    classify_io_errno, deadline_after, Action, End, Freed, Serving, Session,
+};
 use io_uring::{cqueue, opcode, squeue, types};
 use tracing::{debug, warn};
 
 use super::op::{ConnRef, Op, GEN_MASK, MAX_LINKED_SEND};
 use super::worker::{errno, Conn, InFlight, Worker};
-use crate::engine::common::RECV_LEN;
+use crate::engine::common::{log_end, RECV_LEN};
 
 impl Worker {
     /// Gives `fd` a slot and starts its session.
@@ -23,8 +26,11 @@ impl Worker {
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         let generation = self.generations[key];
+        // The multishot accept gives no address: ask only when it is needed.
+        let peer = if self.want_peer { peer_of(fd) } else { None };
+        let serving = Serving::new(self.reply, self.proxy.as_deref());
         let mut session = Session::new();
-        let action = session.on_accepted();
+        let action = session.on_accepted(&serving, peer);
         entry.insert(Conn {
             fd,
             generation,
@@ -113,13 +119,16 @@ impl Worker {
             Action::Close(end) => end,
             _ => End::Served,
         };
+        log_end(self.id, &conn.session, end);
         self.tally.ended(end);
         self.free_slot(key)
     }
 
     /// Closes connection `key`, whose operations have all completed.
     fn close_conn(&mut self, key: usize, end: End) -> io::Result<()> {
-        if let Some(fd) = self.conns.get(key).map(|c| c.fd) {
+        if let Some(conn) = self.conns.get(key) {
+            let fd = conn.fd;
+            log_end(self.id, &conn.session, end);
             self.close_fd(fd)?;
             self.tally.ended(end);
             self.free_slot(key)?;
@@ -154,7 +163,7 @@ impl Worker {
     }
 
     pub(super) fn on_recv(&mut self, c: ConnRef, res: i32) -> io::Result<()> {
-        let reply = self.reply;
+        let serving = Serving::new(self.reply, self.proxy.as_deref());
         let id = self.id;
         let bufs = &self.bufs;
         let key = c.slot as usize;
@@ -169,9 +178,9 @@ impl Worker {
             // SAFETY: this recv's completion is being handled, so nothing
             // writes slot `key`; the slice is dropped before the next recv.
             let bytes = unsafe { bufs.filled(key, res as usize) };
-            conn.session.on_bytes(bytes, reply)
+            conn.session.on_bytes(bytes, &serving)
         } else if res == 0 {
-            conn.session.on_eof(reply)
+            conn.session.on_eof(&serving)
         } else {
             debug!("worker {id}: recv: {}", errno(res));
             conn.session.on_error(classify_io_errno(-res))
@@ -299,6 +308,15 @@ impl Worker {
         }
         Ok(())
     }
+}
+
+/// The peer of accepted socket `fd` (`getpeername`); `None` if the client
+/// is already gone.
+fn peer_of(fd: RawFd) -> Option<SocketAddr> {
+    // SAFETY: `fd` is the open socket just accepted, owned by this worker;
+    // the borrow ends within this function, before anything could close it.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    socket2::SockRef::from(&fd).peer_addr().ok()?.as_socket()
 }
 
 fn conn_ref(key: usize, conn: &Conn) -> ConnRef {

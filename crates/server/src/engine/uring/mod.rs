@@ -188,6 +188,7 @@ mod tests {
             send_zc: false,
             started: Default::default(),
             tally,
+            proxy: None,
         };
         let (ring, flags) = setup::build_ring(8).expect("ring");
         setup::check_ring(&ring, flags).expect("ring features");

@@ -7,9 +7,11 @@ use std::fs::File;
 use std::io;
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flashpolicy_proto::serve::{Admission, DeadlineQueue, RateLimit, Session};
+use flashpolicy_proto::proxy::ProxySettings;
+use flashpolicy_proto::serve::{Admission, DeadlineQueue, RateLimit, Serving, Session};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use slab::Slab;
 use tracing::{debug, warn};
@@ -18,7 +20,7 @@ use super::arena::RecvArena;
 use super::op::Op;
 use super::ring::Ring;
 use crate::control::{ShutdownFlag, Wakeup};
-use crate::engine::common::{connection_cap, open_spare, ACCEPT_BACKOFF, MAX_PARKED};
+use crate::engine::common::{connection_cap, open_spare, wants_peer, ACCEPT_BACKOFF, MAX_PARKED};
 use crate::engine::WorkerCtx;
 use crate::metrics::LiveTally;
 use crate::reload::ReplyMailbox;
@@ -83,6 +85,10 @@ pub(super) struct Worker {
     pub(super) listeners: Vec<Option<TcpListener>>,
     pub(super) accept: Vec<AcceptState>,
     pub(super) reply: &'static [u8],
+    /// `--proxy-protocol`.
+    pub(super) proxy: Option<Arc<ProxySettings>>,
+    /// Sessions get their peer's address (see `common::wants_peer`).
+    pub(super) want_peer: bool,
     pub(super) new_reply: ReplyMailbox,
     pub(super) timeout: Duration,
     pub(super) wakeup: Wakeup,
@@ -108,12 +114,15 @@ pub(super) struct Worker {
 impl Worker {
     pub(super) fn new(ctx: WorkerCtx, ring: IoUring, zc_supported: bool) -> Worker {
         let max = connection_cap(ctx.max_connections);
+        let want_peer = wants_peer(&Serving::new(ctx.reply, ctx.proxy.as_deref()));
         Worker {
             id: ctx.id,
             ring: Ring::new(ring),
             accept: vec![AcceptState::Idle; ctx.listeners.len()],
             listeners: ctx.listeners.into_iter().map(Some).collect(),
             reply: ctx.reply,
+            proxy: ctx.proxy,
+            want_peer,
             new_reply: ctx.new_reply,
             timeout: ctx.timeout,
             wakeup: ctx.wakeup,
