@@ -93,6 +93,12 @@ pub struct Args {
     #[arg(long, value_name = "CIDR")]
     pub proxy_from: Vec<Cidr>,
 
+    /// Most connections one client address holds open at once, across all
+    /// workers (IPv6: per /64; with --proxy-protocol, the header's source);
+    /// more are closed at once.
+    #[arg(long, value_name = "N")]
+    pub max_per_ip: Option<std::num::NonZeroU32>,
+
     /// Log filter (`error`, `warn`, `info`, `debug`, or a tracing directive).
     #[arg(long, value_name = "FILTER", default_value = "info")]
     pub log: String,
@@ -186,6 +192,8 @@ pub struct Config {
     pub defer_accept: bool,
     /// `--proxy-protocol` and its `--proxy-from` ranges.
     pub proxy: Option<ProxySettings>,
+    /// `--max-per-ip`: connections one client address may hold open.
+    pub max_per_ip: Option<std::num::NonZeroU32>,
     /// Log filter.
     pub log: String,
     /// `--log-format`.
@@ -354,6 +362,7 @@ impl Config {
             backlog: args.backlog,
             defer_accept: args.defer_accept,
             proxy,
+            max_per_ip: args.max_per_ip,
             log: args.log,
             log_format: args.log_format,
             user: args.user,

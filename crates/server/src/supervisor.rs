@@ -8,7 +8,7 @@
 use std::io;
 use std::sync::{mpsc, Arc};
 
-use flashpolicy_proto::serve::{End, Tally};
+use flashpolicy_proto::serve::{AddressLimit, End, Tally};
 use tracing::{error, info, warn};
 
 use crate::config::{Config, LogFormat};
@@ -131,6 +131,16 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
     }
 
     let per_worker = config.max_connections.div_ceil(config.threads).max(1);
+    // One table for the process, kept to its end: a connection's share is
+    // a reference and an index, with no reference count to touch.
+    let address_limit = config.max_per_ip.map(|cap| {
+        let limit = AddressLimit::new(cap, config.max_connections).leak();
+        info!(
+            "max-per-ip {cap}: per address (IPv6 per /64), {} counters shared by every worker",
+            limit.buckets()
+        );
+        limit
+    });
     let cpus = if config.pin {
         online_cpus()
     } else {
@@ -159,6 +169,7 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
             started: gate.ticket(),
             tally,
             proxy: config.proxy.clone().map(std::sync::Arc::new),
+            address_limit,
         };
         let pin = cpus.get(id % cpus.len().max(1)).copied();
         let report = Report {

@@ -4,13 +4,11 @@
 
 mod common;
 
-use std::io::{self, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use common::*;
 use flashpolicy_proto::serve::End;
-use socket2::{Domain, Socket, Type};
 
 fn v1(client: &str, port: u16) -> Vec<u8> {
     format!("PROXY TCP4 {client} 127.0.0.1 {port} 843\r\n").into_bytes()
@@ -28,31 +26,6 @@ fn v2(cmd: u8, client: [u8; 4], port: u16, tlvs: &[u8]) -> Vec<u8> {
     h.extend_from_slice(&(rest.len() as u16).to_be_bytes());
     h.extend_from_slice(&rest);
     h
-}
-
-/// Connects to `addr` from `source` (a loopback address, any port).
-fn connect_from(source: &str, addr: SocketAddr) -> TcpStream {
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-    let from: SocketAddr = format!("{source}:0").parse().expect("source");
-    socket.bind(&from.into()).expect("bind the client");
-    socket
-        .connect_timeout(&addr.into(), IO_TIMEOUT)
-        .unwrap_or_else(|e| panic!("connect from {source}: {e}"));
-    let stream: TcpStream = socket.into();
-    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
-    stream
-}
-
-/// The server closed `stream` without sending a byte (a FIN, or a reset
-/// where it left the client's bytes unread).
-fn assert_closed_without_reply(mut stream: TcpStream, what: &str) {
-    match read_to_close(&mut stream, 1 << 20) {
-        Ok(got) => assert!(got.is_empty(), "{what}: got {} bytes", got.len()),
-        Err((e, got)) => {
-            assert!(got.is_empty(), "{what}: got {} bytes", got.len());
-            assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{what}: {e}");
-        }
-    }
 }
 
 fn stop(mut server: Server) -> (String, flashpolicy_proto::serve::Tally) {

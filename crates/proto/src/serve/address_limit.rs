@@ -29,8 +29,8 @@
 //!   500 for 2 (fewer for more). The hash key is random per process, so nobody
 //!   can choose addresses that collide with a victim's.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hash};
+use std::collections::hash_map::{DefaultHasher, RandomState};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -69,40 +69,58 @@ impl From<IpAddr> for AddressKey {
 }
 
 /// One connection's share of its address's count, taken by
-/// [`AddressLimit::try_hold`]. Give it back exactly once, with
-/// [`AddressLimit::release`], when the connection closes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Hold(u32);
+/// [`AddressLimit::try_hold`] and given back when dropped: a session holds
+/// it from the moment its address is known until the engine drops the
+/// session, whichever way the connection ended.
+#[derive(Debug)]
+pub struct Hold {
+    limit: &'static AddressLimit,
+    index: u32,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.limit.release(self.index);
+    }
+}
 
 /// The open connections of every client address, shared by all workers.
+/// It lives as long as the process (`&'static`, made once at start-up), so
+/// that a [`Hold`] is one reference and an index, with no reference count
+/// to touch on the per-connection path.
 #[derive(Debug)]
-pub struct AddressLimit<S = RandomState> {
+pub struct AddressLimit {
     cap: u32,
     mask: usize,
-    hasher: S,
+    /// Mixed into every hash; random per process.
+    salt: u64,
     counts: Box<[AtomicU32]>,
 }
 
 impl AddressLimit {
     /// At most `cap` connections per address, for a server that holds at
-    /// most `max_connections` at once; the hash key is random.
+    /// most `max_connections` at once; the hash is salted at random.
     pub fn new(cap: NonZeroU32, max_connections: usize) -> AddressLimit {
-        AddressLimit::with_hasher(cap, buckets_for(max_connections), RandomState::new())
+        let salt = RandomState::new().hash_one(0x5eed_u64);
+        AddressLimit::with_salt(cap, buckets_for(max_connections), salt)
     }
-}
 
-impl<S: BuildHasher> AddressLimit<S> {
     /// At most `cap` connections per address, `buckets` counters (rounded
     /// up to a power of two within [`MIN_BUCKETS`]..=[`MAX_BUCKETS`]),
-    /// addresses hashed with `hasher` (tests use a fixed one).
-    pub fn with_hasher(cap: NonZeroU32, buckets: usize, hasher: S) -> AddressLimit<S> {
+    /// addresses hashed with `salt` (tests use a fixed one).
+    pub fn with_salt(cap: NonZeroU32, buckets: usize, salt: u64) -> AddressLimit {
         let buckets = buckets.clamp(MIN_BUCKETS, MAX_BUCKETS).next_power_of_two();
         AddressLimit {
             cap: cap.get(),
             mask: buckets - 1,
-            hasher,
+            salt,
             counts: (0..buckets).map(|_| AtomicU32::new(0)).collect(),
         }
+    }
+
+    /// Made once and kept for the life of the process.
+    pub fn leak(self) -> &'static AddressLimit {
+        Box::leak(Box::new(self))
     }
 
     /// The most connections one address may hold.
@@ -117,7 +135,7 @@ impl<S: BuildHasher> AddressLimit<S> {
 
     /// Takes one of `addr`'s connections, or `None` if its address (or an
     /// address sharing its counter) already holds `cap`.
-    pub fn try_hold(&self, addr: IpAddr) -> Option<Hold> {
+    pub fn try_hold(&'static self, addr: IpAddr) -> Option<Hold> {
         let index = self.index(AddressKey::from(addr));
         let count = &self.counts[index];
         // Relaxed: the counter guards no other memory; its own updates are
@@ -127,15 +145,10 @@ impl<S: BuildHasher> AddressLimit<S> {
             count.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
-        Some(Hold(index as u32))
-    }
-
-    /// Gives back what [`try_hold`](Self::try_hold) took.
-    pub fn release(&self, hold: Hold) {
-        if let Some(count) = self.counts.get(hold.0 as usize) {
-            // Never below zero: a hold is released once.
-            let _ = count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| c.checked_sub(1));
-        }
+        Some(Hold {
+            limit: self,
+            index: index as u32,
+        })
     }
 
     /// Connections counted against `addr`'s counter now (its own and any
@@ -144,8 +157,18 @@ impl<S: BuildHasher> AddressLimit<S> {
         self.counts[self.index(AddressKey::from(addr))].load(Ordering::Relaxed)
     }
 
+    fn release(&self, index: u32) {
+        if let Some(count) = self.counts.get(index as usize) {
+            // Never below zero (a hold is dropped once).
+            let _ = count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| c.checked_sub(1));
+        }
+    }
+
     fn index(&self, key: AddressKey) -> usize {
-        (self.hasher.hash_one(key) as usize) & self.mask
+        let mut h = DefaultHasher::new();
+        h.write_u64(self.salt);
+        key.hash(&mut h);
+        (h.finish() as usize) & self.mask
     }
 }
 
@@ -160,17 +183,10 @@ pub fn buckets_for(max_connections: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::hash::BuildHasherDefault;
     use std::net::{Ipv4Addr, Ipv6Addr};
 
-    type Fixed = BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
-
-    fn limit(cap: u32) -> AddressLimit<Fixed> {
-        AddressLimit::with_hasher(
-            NonZeroU32::new(cap).expect("cap"),
-            1 << 16,
-            Fixed::default(),
-        )
+    fn limit(cap: u32) -> &'static AddressLimit {
+        AddressLimit::with_salt(NonZeroU32::new(cap).expect("cap"), 1 << 16, 7).leak()
     }
 
     fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
@@ -193,29 +209,32 @@ mod tests {
     }
 
     #[test]
-    fn an_address_holds_at_most_cap_and_gets_them_back_on_release() {
+    fn an_address_holds_at_most_cap_and_gets_them_back_on_drop() {
         let l = limit(3);
         let a = v4(127, 0, 0, 2);
-        let holds: Vec<Hold> = (0..3)
+        let mut holds: Vec<Hold> = (0..3)
             .map(|_| l.try_hold(a).expect("under the cap"))
             .collect();
-        assert_eq!(l.try_hold(a), None);
-        assert_eq!(l.try_hold(a), None, "a refusal takes nothing");
+        assert!(l.try_hold(a).is_none());
+        assert!(l.try_hold(a).is_none(), "a refusal takes nothing");
         assert_eq!(l.held(a), 3);
-        l.release(holds[0]);
+        drop(holds.pop());
         assert_eq!(l.held(a), 2);
-        assert!(l.try_hold(a).is_some());
-        assert_eq!(l.try_hold(a), None);
+        let again = l.try_hold(a);
+        assert!(again.is_some());
+        assert!(l.try_hold(a).is_none());
+        drop((holds, again));
+        assert_eq!(l.held(a), 0);
     }
 
     #[test]
     fn another_address_is_unaffected() {
         let l = limit(1);
         let (a, b) = (v4(127, 0, 0, 2), v4(127, 0, 0, 3));
-        // The fixed hasher puts these two apart (checked, not assumed).
+        // The fixed salt puts these two apart (checked, not assumed).
         assert_ne!(l.index(AddressKey::from(a)), l.index(AddressKey::from(b)));
-        assert!(l.try_hold(a).is_some());
-        assert_eq!(l.try_hold(a), None);
+        let _held = l.try_hold(a).expect("free");
+        assert!(l.try_hold(a).is_none());
         assert!(l.try_hold(b).is_some());
     }
 
@@ -223,12 +242,12 @@ mod tests {
     fn a_release_never_goes_below_zero() {
         let l = limit(1);
         let a = v4(10, 0, 0, 1);
-        let h = l.try_hold(a).expect("free");
-        l.release(h);
-        l.release(h);
+        l.release(l.index(AddressKey::from(a)) as u32);
         assert_eq!(l.held(a), 0);
+        let h = l.try_hold(a).expect("free");
+        assert!(l.try_hold(a).is_none());
+        drop(h);
         assert!(l.try_hold(a).is_some());
-        assert_eq!(l.try_hold(a), None);
     }
 
     #[test]
@@ -256,7 +275,7 @@ mod tests {
                             let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
                             most.fetch_max(now, Ordering::SeqCst);
                             inside.fetch_sub(1, Ordering::SeqCst);
-                            l.release(h);
+                            drop(h);
                         }
                     }
                 });
@@ -270,26 +289,20 @@ mod tests {
     #[test]
     fn with_the_server_full_of_distinct_addresses_few_new_ones_are_refused() {
         // 4,096 connections from distinct addresses in a table sized for
-        // them; then 4,096 more distinct addresses try once each.
-        let max_connections = 8192;
-        let l: AddressLimit<Fixed> = AddressLimit::with_hasher(
-            NonZeroU32::new(2).expect("cap"),
-            buckets_for(max_connections),
-            Fixed::default(),
-        );
-        let held = (0..4096u32)
-            .filter(|i| {
-                l.try_hold(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)))
-                    .is_some()
-            })
-            .count();
-        assert!(held > 4096 - 20, "only {held} of 4096 held");
-        let refused = (0..4096u32)
-            .filter(|i| {
-                l.try_hold(IpAddr::V4(Ipv4Addr::from(0x0b00_0000 + i)))
-                    .is_none()
-            })
-            .count();
+        // 8,192; then 4,096 more distinct addresses try once each.
+        let l =
+            AddressLimit::with_salt(NonZeroU32::new(2).expect("cap"), buckets_for(8192), 7).leak();
+        let mut holds: Vec<Hold> = (0..4096u32)
+            .filter_map(|i| l.try_hold(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i))))
+            .collect();
+        assert!(holds.len() > 4096 - 20, "only {} of 4096 held", holds.len());
+        let mut refused = 0;
+        for i in 0..4096u32 {
+            match l.try_hold(IpAddr::V4(Ipv4Addr::from(0x0b00_0000 + i))) {
+                Some(h) => holds.push(h),
+                None => refused += 1,
+            }
+        }
         // Expected about 4096 * P(two others share the counter) < 5.
         assert!(refused < 20, "{refused} of 4096 refused");
     }

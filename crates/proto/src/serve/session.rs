@@ -27,6 +27,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 
+use super::address_limit::Hold;
 use super::context::Serving;
 use crate::proxy::{HeaderReader, Step};
 use crate::request::{Recogniser, Verdict};
@@ -117,7 +118,7 @@ pub enum IoFailure {
 /// The addresses (the TCP peer, the client a PROXY header names) are boxed
 /// and only there when the engine passed the peer at accept, so a session
 /// that needs neither stays small.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Session {
     state: State,
     /// Transient failures in a row (reset by progress).
@@ -143,14 +144,17 @@ enum State {
     Ended(End),
 }
 
-/// A connection's addresses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A connection's addresses, and its share of `--max-per-ip`.
+#[derive(Debug)]
 struct Addrs {
     /// The TCP peer (with PROXY: the balancer).
     peer: SocketAddr,
     /// The client: the peer without PROXY, the header's source with it
     /// (the peer for `LOCAL`/`UNKNOWN`); `None` until known.
     client: Option<SocketAddr>,
+    /// `--max-per-ip`: the client's share of its address's count, given
+    /// back when the session is dropped.
+    hold: Option<Hold>,
 }
 
 impl Default for Session {
@@ -179,10 +183,14 @@ impl Session {
     /// `--proxy-from` ends it at once as [`End::ProxyInvalid`].
     pub fn on_accepted(&mut self, serving: &Serving<'_>, peer: Option<SocketAddr>) -> Action {
         if let Some(peer) = peer {
-            self.addrs = Some(Box::new(Addrs { peer, client: None }));
+            self.addrs = Some(Box::new(Addrs {
+                peer,
+                client: None,
+                hold: None,
+            }));
         }
         match (serving.proxy, peer) {
-            (None, _) => self.client_known(peer),
+            (None, _) => self.client_known(serving, peer),
             (Some(_), None) => self.state = State::Ended(End::Failed),
             (Some(settings), Some(peer)) if !settings.trusts(peer.ip()) => {
                 self.state = State::Ended(End::ProxyInvalid)
@@ -207,7 +215,7 @@ impl Session {
                     Step::Header { client, consumed } => {
                         self.state = State::Reading(Recogniser::new());
                         let real = self.addrs.as_ref().map(|a| a.peer);
-                        self.client_known(client.or(real));
+                        self.client_known(serving, client.or(real));
                         match bytes.get(consumed..) {
                             Some(rest) if !rest.is_empty() => rest,
                             _ => return self.resume(),
@@ -248,12 +256,29 @@ impl Session {
     /// `--proxy-protocol` (the TCP peer, if the engine passed it), after a
     /// complete, valid header with it (the header's source, or the peer
     /// for `LOCAL`/`UNKNOWN`). This is the one place where a decision
-    /// about the client's address belongs: a per-address limit
-    /// (`--max-per-ip`, [`End::OverIpLimit`]) plugs in here, before any
-    /// byte of the request is looked at.
-    fn client_known(&mut self, client: Option<SocketAddr>) {
-        if let (Some(addrs), Some(client)) = (self.addrs.as_deref_mut(), client) {
-            addrs.client = Some(client);
+    /// about the client's address is taken, before any byte of the
+    /// request is looked at: with `--max-per-ip`, an address that already
+    /// holds its share ends the session at once as [`End::OverIpLimit`];
+    /// one that does not keeps a [`Hold`] until the session is dropped. An
+    /// address that cannot be known (the engine could not read the peer:
+    /// the client is gone) fails the connection under a limit.
+    fn client_known(&mut self, serving: &Serving<'_>, client: Option<SocketAddr>) {
+        let Some(addrs) = self.addrs.as_deref_mut() else {
+            if serving.limit.is_some() {
+                self.state = State::Ended(End::Failed);
+            }
+            return;
+        };
+        addrs.client = client;
+        let Some(limit) = serving.limit else {
+            return;
+        };
+        match client {
+            None => self.state = State::Ended(End::Failed),
+            Some(client) => match limit.try_hold(client.ip()) {
+                Some(hold) => addrs.hold = Some(hold),
+                None => self.state = State::Ended(End::OverIpLimit),
+            },
         }
     }
 

@@ -44,6 +44,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flashpolicy_proto::proxy::ProxySettings;
+use flashpolicy_proto::serve::AddressLimit;
 
 use flashpolicy_proto::serve::{
     classify_io_errno, deadline_after, Action, Admission, Admit, DeadlineQueue, End, Freed,
@@ -115,6 +116,7 @@ struct Worker {
     reply: &'static [u8],
     /// `--proxy-protocol`.
     proxy: Option<Arc<ProxySettings>>,
+    address_limit: Option<&'static AddressLimit>,
     /// Sessions get their peer's address (see `common::wants_peer`).
     want_peer: bool,
     new_reply: crate::reload::ReplyMailbox,
@@ -144,7 +146,9 @@ impl Worker {
         poll.registry()
             .register(&mut SourceFd(&fd), WAKEUP, Interest::READABLE)?;
         let max = connection_cap(ctx.max_connections);
-        let want_peer = wants_peer(&Serving::new(ctx.reply, ctx.proxy.as_deref()));
+        let want_peer = wants_peer(
+            &Serving::new(ctx.reply, ctx.proxy.as_deref()).with_limit(ctx.address_limit),
+        );
         Ok(Worker {
             id: ctx.id,
             poll,
@@ -159,6 +163,7 @@ impl Worker {
             next_generation: 0,
             reply: ctx.reply,
             proxy: ctx.proxy,
+            address_limit: ctx.address_limit,
             want_peer,
             new_reply: ctx.new_reply,
             wakeup: ctx.wakeup,
@@ -325,7 +330,8 @@ impl Worker {
         peer: Option<SocketAddr>,
         now: Instant,
     ) -> Option<End> {
-        let serving = Serving::new(self.reply, self.proxy.as_deref());
+        let serving =
+            Serving::new(self.reply, self.proxy.as_deref()).with_limit(self.address_limit);
         let mut session = Session::new();
         let action = session.on_accepted(&serving, peer);
         let interest = match drive(&mut stream, &mut session, action, &serving) {
@@ -390,7 +396,8 @@ impl Worker {
 
     /// Readiness on a registered connection.
     fn on_ready(&mut self, key: usize, now: Instant) {
-        let serving = Serving::new(self.reply, self.proxy.as_deref());
+        let serving =
+            Serving::new(self.reply, self.proxy.as_deref()).with_limit(self.address_limit);
         let Some(conn) = self.conns.get_mut(key) else {
             return; // closed earlier in this batch
         };

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flashpolicy_proto::proxy::ProxySettings;
+use flashpolicy_proto::serve::AddressLimit;
 
 use crate::config::Backend;
 use crate::control::{ShutdownFlag, Wakeup};
@@ -49,6 +50,8 @@ pub(crate) struct WorkerCtx {
     pub tally: crate::metrics::LiveTally,
     /// `--proxy-protocol`: the PROXY settings every session is served with.
     pub proxy: Option<Arc<ProxySettings>>,
+    /// `--max-per-ip`: the per-address counts every worker shares.
+    pub address_limit: Option<&'static AddressLimit>,
 }
 
 /// Runs one worker on `engine` (chosen once by [`resolve_backend`]) until

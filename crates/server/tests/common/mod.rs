@@ -624,3 +624,42 @@ pub fn open_fds(pid: u32) -> usize {
         .map(|d| d.count())
         .unwrap_or(0)
 }
+
+/// Connects to `addr` from `source` (a loopback address, any port).
+pub fn connect_from(source: &str, addr: SocketAddr) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    let from: SocketAddr = format!("{source}:0").parse().expect("source");
+    socket.bind(&from.into()).expect("bind the client");
+    socket
+        .connect_timeout(&addr.into(), IO_TIMEOUT)
+        .unwrap_or_else(|e| panic!("connect from {source}: {e}"));
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    stream
+}
+
+/// The server closed `stream` without sending a byte (a FIN, or a reset
+/// where it left the client's bytes unread).
+pub fn assert_closed_without_reply(mut stream: TcpStream, what: &str) {
+    match read_to_close(&mut stream, 1 << 20) {
+        Ok(got) => assert!(got.is_empty(), "{what}: got {} bytes", got.len()),
+        Err((e, got)) => {
+            assert!(got.is_empty(), "{what}: got {} bytes", got.len());
+            assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{what}: {e}");
+        }
+    }
+}
+
+/// Waits (bounded) until process `pid` has `n` descriptors open.
+pub fn wait_for_fds(pid: u32, n: usize, what: &str) {
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while open_fds(pid) != n {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {} descriptors open, not {n}",
+            open_fds(pid)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

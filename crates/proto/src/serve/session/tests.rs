@@ -1,5 +1,7 @@
 use super::*;
+use crate::proxy::ProxySettings;
 use crate::request::POLICY_REQUEST;
+use crate::serve::AddressLimit;
 use std::net::SocketAddr;
 
 const REPLY: &[u8] = b"<cross-domain-policy/>\0";
@@ -198,4 +200,68 @@ fn the_session_stays_small() {
         "{}",
         std::mem::size_of::<Session>()
     );
+}
+
+fn at(ip: [u8; 4], port: u16) -> Option<SocketAddr> {
+    Some(SocketAddr::from((ip, port)))
+}
+
+fn limit(cap: u32) -> &'static AddressLimit {
+    AddressLimit::with_salt(std::num::NonZeroU32::new(cap).expect("cap"), 1 << 12, 3).leak()
+}
+
+#[test]
+fn max_per_ip_ends_the_address_over_its_share_and_a_dropped_session_gives_it_back() {
+    let ctx = Serving::plain(REPLY).with_limit(Some(limit(2)));
+    assert!(ctx.needs_peer());
+    let mut a = Session::new();
+    let mut b = Session::new();
+    let mut c = Session::new();
+    assert_eq!(a.on_accepted(&ctx, at([127, 0, 0, 2], 1000)), Action::Recv);
+    assert_eq!(b.on_accepted(&ctx, at([127, 0, 0, 2], 1001)), Action::Recv);
+    assert_eq!(
+        c.on_accepted(&ctx, at([127, 0, 0, 2], 1002)),
+        Action::Close(End::OverIpLimit)
+    );
+    // Another address is not affected.
+    let mut other = Session::new();
+    assert_eq!(
+        other.on_accepted(&ctx, at([127, 0, 0, 3], 1000)),
+        Action::Recv
+    );
+    // However the first ended, dropping it frees its share.
+    assert_eq!(a.on_deadline(), Action::Close(End::TimedOut));
+    drop(a);
+    let mut d = Session::new();
+    assert_eq!(d.on_accepted(&ctx, at([127, 0, 0, 2], 1003)), Action::Recv);
+    assert_eq!(d.on_bytes(POLICY_REQUEST, &ctx), Action::Send(REPLY));
+    // No peer to count under a limit: the client is gone.
+    let mut gone = Session::new();
+    assert_eq!(gone.on_accepted(&ctx, None), Action::Close(End::Failed));
+}
+
+#[test]
+fn with_proxy_the_headers_source_is_what_max_per_ip_counts() {
+    let settings = ProxySettings::new(Vec::new());
+    let ctx = Serving::new(REPLY, Some(&settings)).with_limit(Some(limit(1)));
+    let balancer = at([127, 0, 0, 1], 40000);
+    let header = |src: &str| format!("PROXY TCP4 {src} 127.0.0.1 5000 843\r\n").into_bytes();
+    let mut first = Session::new();
+    assert_eq!(first.on_accepted(&ctx, balancer), Action::Recv);
+    let mut bytes = header("192.0.2.1");
+    bytes.extend_from_slice(POLICY_REQUEST);
+    assert_eq!(first.on_bytes(&bytes, &ctx), Action::Send(REPLY));
+    // The same balancer, another client: not limited by the first.
+    let mut second = Session::new();
+    assert_eq!(second.on_accepted(&ctx, balancer), Action::Recv);
+    assert_eq!(second.on_bytes(&header("192.0.2.2"), &ctx), Action::Recv);
+    // The first client again, while its first connection is open: over,
+    // before any byte of its request is looked at.
+    let mut again = Session::new();
+    assert_eq!(again.on_accepted(&ctx, balancer), Action::Recv);
+    assert_eq!(
+        again.on_bytes(&bytes, &ctx),
+        Action::Close(End::OverIpLimit)
+    );
+    assert_eq!(again.client(), at([192, 0, 2, 1], 5000));
 }

@@ -28,7 +28,8 @@ impl Worker {
         let generation = self.generations[key];
         // The multishot accept gives no address: ask only when it is needed.
         let peer = if self.want_peer { peer_of(fd) } else { None };
-        let serving = Serving::new(self.reply, self.proxy.as_deref());
+        let serving =
+            Serving::new(self.reply, self.proxy.as_deref()).with_limit(self.address_limit);
         let mut session = Session::new();
         let action = session.on_accepted(&serving, peer);
         entry.insert(Conn {
@@ -163,7 +164,8 @@ impl Worker {
     }
 
     pub(super) fn on_recv(&mut self, c: ConnRef, res: i32) -> io::Result<()> {
-        let serving = Serving::new(self.reply, self.proxy.as_deref());
+        let serving =
+            Serving::new(self.reply, self.proxy.as_deref()).with_limit(self.address_limit);
         let id = self.id;
         let bufs = &self.bufs;
         let key = c.slot as usize;

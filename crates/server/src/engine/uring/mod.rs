@@ -189,6 +189,7 @@ mod tests {
             started: Default::default(),
             tally,
             proxy: None,
+            address_limit: None,
         };
         let (ring, flags) = setup::build_ring(8).expect("ring");
         setup::check_ring(&ring, flags).expect("ring features");

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flashpolicy_proto::proxy::ProxySettings;
+use flashpolicy_proto::serve::AddressLimit;
 use flashpolicy_proto::serve::{Admission, DeadlineQueue, RateLimit, Serving, Session};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use slab::Slab;
@@ -87,6 +88,8 @@ pub(super) struct Worker {
     pub(super) reply: &'static [u8],
     /// `--proxy-protocol`.
     pub(super) proxy: Option<Arc<ProxySettings>>,
+    /// `--max-per-ip`: the per-address counts every worker shares.
+    pub(super) address_limit: Option<&'static AddressLimit>,
     /// Sessions get their peer's address (see `common::wants_peer`).
     pub(super) want_peer: bool,
     pub(super) new_reply: ReplyMailbox,
@@ -114,7 +117,9 @@ pub(super) struct Worker {
 impl Worker {
     pub(super) fn new(ctx: WorkerCtx, ring: IoUring, zc_supported: bool) -> Worker {
         let max = connection_cap(ctx.max_connections);
-        let want_peer = wants_peer(&Serving::new(ctx.reply, ctx.proxy.as_deref()));
+        let want_peer = wants_peer(
+            &Serving::new(ctx.reply, ctx.proxy.as_deref()).with_limit(ctx.address_limit),
+        );
         Worker {
             id: ctx.id,
             ring: Ring::new(ring),
@@ -122,6 +127,7 @@ impl Worker {
             listeners: ctx.listeners.into_iter().map(Some).collect(),
             reply: ctx.reply,
             proxy: ctx.proxy,
+            address_limit: ctx.address_limit,
             want_peer,
             new_reply: ctx.new_reply,
             timeout: ctx.timeout,
