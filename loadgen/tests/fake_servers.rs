@@ -509,7 +509,11 @@ fn fallback_port_with_another_valid_policy_gives_no_bad_responses() {
         run.stderr
     );
     assert_eq!(u(j, &["ok"]), 120, "{}", run.stdout);
-    assert_eq!(u(j, &["fell_back"]), 60, "{}", run.stdout);
+    // Every client the main port kept waiting fell back; one it answered
+    // in pieces may also have, where the machine was slow enough for the
+    // pieces to outlast --fallback-after (seen under a parallel build).
+    let fell_back = u(j, &["fell_back"]);
+    assert!((60..=120).contains(&fell_back), "{fell_back}: {}", run.stdout);
 }
 
 #[test]
