@@ -513,7 +513,11 @@ fn fallback_port_with_another_valid_policy_gives_no_bad_responses() {
     // in pieces may also have, where the machine was slow enough for the
     // pieces to outlast --fallback-after (seen under a parallel build).
     let fell_back = u(j, &["fell_back"]);
-    assert!((60..=120).contains(&fell_back), "{fell_back}: {}", run.stdout);
+    assert!(
+        (60..=120).contains(&fell_back),
+        "{fell_back}: {}",
+        run.stdout
+    );
 }
 
 #[test]
