@@ -52,9 +52,10 @@ fn the_request_waits_for_the_send_delay() {
         assert_eq!(gaps.len(), 6, "{name}: {gaps:?}");
         // The client starts its delay when it sees the handshake done,
         // which is no later than the server's accept returns, so each
-        // request arrives 50 ms after the accept or later; a little
-        // slack is for an accept thread that was scheduled late.
-        assert!(gaps[0] >= Duration::from_millis(40), "{name}: {gaps:?}");
+        // request arrives 50 ms after the accept or later. The slack on
+        // the first is for an accept thread that was scheduled late (12 ms
+        // late seen under a parallel build); most must be on time.
+        assert!(gaps[0] >= Duration::from_millis(25), "{name}: {gaps:?}");
         assert!(gaps[3] >= Duration::from_millis(49), "{name}: {gaps:?}");
         // Latency still counts from the (intended) start, so the reply
         // began more than the delay after it.
