@@ -139,6 +139,9 @@ pub struct Validated {
     /// Line and column of `<site-control>`, if the document has one (where
     /// it is served from decides whether Lightspark accepts it).
     pub site_control_at: Option<(u32, u32)>,
+    /// Line and column of each `<allow-access-from>`, in the order of
+    /// `policy.allow`.
+    pub allow_at: Vec<(u32, u32)>,
 }
 
 /// Appends `value` to `out` escaped for a double-quoted attribute.

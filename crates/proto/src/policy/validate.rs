@@ -93,12 +93,14 @@ pub fn validate(document: &[u8]) -> Result<Validated, PolicyError> {
         doc: &doc,
         warnings,
         site_control_at: None,
+        allow_at: Vec::new(),
     };
     let policy = checker.root(doc.root_element())?;
     Ok(Validated {
         policy,
         warnings: checker.warnings,
         site_control_at: checker.site_control_at,
+        allow_at: checker.allow_at,
     })
 }
 
@@ -154,6 +156,7 @@ struct Checker<'d, 'input> {
     doc: &'d Document<'input>,
     warnings: Vec<Warning>,
     site_control_at: Option<(u32, u32)>,
+    allow_at: Vec<(u32, u32)>,
 }
 
 /// An element's name for messages: the local name, plus its namespace if any.
@@ -209,6 +212,8 @@ impl Checker<'_, '_> {
             match child.node_type() {
                 NodeType::Element if is(child, ALLOW_ACCESS_FROM) => {
                     policy.allow.push(self.allow_access_from(child)?);
+                    let pos = self.pos(child.range().start);
+                    self.allow_at.push((pos.row, pos.col));
                 }
                 NodeType::Element if is(child, SITE_CONTROL) => {
                     if let Some((_, first_line)) = site_control_at {
