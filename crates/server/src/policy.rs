@@ -45,7 +45,7 @@ pub struct LoadedPolicy {
     /// Warnings to log (already formatted with their source).
     pub warnings: Vec<String>,
     /// The compatibility warnings among them (a client that refuses or
-    /// under-reads the policy: [`Advice::is_compat`]): `--strict` makes
+    /// under-reads the policy: [`policy::Advice::is_compat`]): `--strict` makes
     /// them errors.
     pub compat: Vec<String>,
 }

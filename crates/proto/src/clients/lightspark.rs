@@ -1,19 +1,19 @@
 //! Lightspark.
 //!
-//! Sources: `src/backends/security.cpp` (*[SEC]*: `SecurityManager`,
+//! Sources: `src/backends/security.cpp` (*SEC*: `SecurityManager`,
 //! `SocketPolicyFile`, `PolicyAllowAccessFrom`) and
-//! `src/parsing/crossdomainpolicy.cpp` (*[CDP]*:
+//! `src/parsing/crossdomainpolicy.cpp` (*CDP*:
 //! `CrossDomainPolicy::getNextElement`).
 
 use super::structure::facts;
 use super::{validated, ClientPolicy, ClientRule, Origin, Read, Rejection};
 use crate::policy::LIGHTSPARK_READ;
 
-/// [SEC] `SocketPolicyFile::retrievePolicyFile` connects with a 3 s timeout
+/// SEC `SocketPolicyFile::retrievePolicyFile` connects with a 3 s timeout
 /// ("adobe has a 3 second timeout").
 pub const TIMEOUT_MS: u64 = 3000;
 
-/// [SEC] `retrievePolicyFile` reads into a 4,096-byte buffer while each read
+/// SEC `retrievePolicyFile` reads into a 4,096-byte buffer while each read
 /// fills it, and stops at the first shorter read; then the reply must end
 /// with NUL, `>` or `\n`, and that last byte is dropped (so a reply with
 /// no NUL loses its final `>`).
@@ -46,9 +46,9 @@ pub fn read(chunks: &[&[u8]]) -> Read {
 }
 
 /// Lightspark refuses what the validator refuses (its libxml++ reader is
-/// no more lenient), and also, per [CDP] `getNextElement`, which returns
+/// no more lenient), and also, per CDP `getNextElement`, which returns
 /// `INVALID` for the whole file on:
-/// * `<site-control>` in a file that is not the master policy ([SEC]
+/// * `<site-control>` in a file that is not the master policy (SEC
 ///   `SocketPolicyFile::isMaster`: served from port 843), or with other
 ///   than exactly one attribute;
 /// * `<allow-http-request-headers-from>` in a socket policy;
@@ -95,7 +95,7 @@ pub fn parse(document: &[u8], port: u16, master: bool) -> Result<ClientPolicy, R
     Ok(policy)
 }
 
-/// [SEC] `PolicyAllowAccessFrom`: its constructor keeps, of each
+/// SEC `PolicyAllowAccessFrom`: its constructor keeps, of each
 /// comma-separated `to-ports` item, only the first number (`atoi` of the
 /// item; the range branch never fires), so `8000-8100` grants 8000 alone;
 /// `*` grants every port. `allowsAccessFrom` then matches the domain
