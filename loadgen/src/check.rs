@@ -8,13 +8,14 @@
 //! and never replaced, and a connection whose first byte arrived before it
 //! was learned is checked in full on its own. Only a reply that differs from
 //! the reference is gathered into a buffer of its own and checked in full:
-//! exactly one NUL, at the end ([`flashpolicy_proto::reply::split_received`]),
-//! and a valid policy before it ([`flashpolicy_proto::policy::validate`]).
+//! by [`flashpolicy_proto::reply::check_received`], the check
+//! `flashpolicy-check` uses too: exactly one NUL, at the end, and a valid
+//! policy before it.
 
 use std::fmt;
 use std::sync::Arc;
 
-use flashpolicy_proto::{policy, reply};
+use flashpolicy_proto::reply;
 
 /// Replies longer than this are refused outright (Flash clients read at most
 /// a few KB in one read; the proto crate refuses policies over 10 KB).
@@ -65,6 +66,15 @@ impl fmt::Display for BadReply {
             }
             BadReply::Terminator(e) => write!(f, "bad terminator: {e}"),
             BadReply::InvalidPolicy(e) => write!(f, "invalid policy: {e}"),
+        }
+    }
+}
+
+impl From<reply::BadReceived> for BadReply {
+    fn from(e: reply::BadReceived) -> BadReply {
+        match e {
+            reply::BadReceived::Terminator(e) => BadReply::Terminator(e),
+            reply::BadReceived::Policy(e) => BadReply::InvalidPolicy(e.to_string()),
         }
     }
 }
@@ -196,8 +206,7 @@ impl Checker {
             return Err(BadReply::Empty);
         }
         if let Some(spill) = st.spill.take() {
-            let document = reply::split_received(&spill).map_err(BadReply::Terminator)?;
-            policy::validate(document).map_err(|e| BadReply::InvalidPolicy(e.to_string()))?;
+            reply::check_received(&spill).map_err(BadReply::from)?;
             let learned = &mut self.learned[st.target];
             if learned.is_empty() {
                 *learned = spill;
@@ -223,9 +232,7 @@ impl Checker {
                 // names the real fault (usually the missing NUL).
                 None => {
                     let got = &self.learned[st.target][..st.len];
-                    let document = reply::split_received(got).map_err(BadReply::Terminator)?;
-                    policy::validate(document)
-                        .map_err(|e| BadReply::InvalidPolicy(e.to_string()))?;
+                    reply::check_received(got).map_err(BadReply::from)?;
                     Ok(())
                 }
             },

@@ -6,6 +6,8 @@
 //!
 //! * [`request`] decides, byte by byte, whether a client asked for the policy.
 //! * [`policy`] models, validates and renders socket policy documents.
+//! * [`clients`] models how Flash Player, Unity Web Player and Lightspark
+//!   each read a policy and decide a connection.
 //! * [`proxy`] reads the PROXY protocol header a balancer may put first.
 //! * [`reply`] holds the one response buffer every connection is answered from.
 //! * [`serve`] is the serving core: what a connection does next, when a
@@ -17,6 +19,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod clients;
 pub mod policy;
 pub mod proxy;
 pub mod reply;

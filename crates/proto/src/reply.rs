@@ -90,9 +90,61 @@ pub fn split_received(received: &[u8]) -> Result<&[u8], ReplyError> {
     }
 }
 
+/// Why a received reply is not a good policy reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BadReceived {
+    /// Not exactly one NUL, at the end.
+    Terminator(ReplyError),
+    /// The document before the NUL is not a valid policy.
+    Policy(crate::policy::PolicyError),
+}
+
+impl fmt::Display for BadReceived {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BadReceived::Terminator(e) => write!(f, "bad terminator: {e}"),
+            BadReceived::Policy(e) => write!(f, "invalid policy: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BadReceived {}
+
+/// The check every consumer of replies shares (the load generator, the
+/// checker): exactly one NUL, at the end ([`split_received`]), and a valid
+/// policy before it ([`crate::policy::validate`]).
+pub fn check_received(received: &[u8]) -> Result<crate::policy::Validated, BadReceived> {
+    let document = split_received(received).map_err(BadReceived::Terminator)?;
+    crate::policy::validate(document).map_err(BadReceived::Policy)
+}
+
+/// How many NUL bytes `received` holds, and whether the last byte is one:
+/// the terminator defects a checker reports ("no NUL", "2 NULs", "bytes
+/// after the NUL").
+pub fn nul_count(received: &[u8]) -> (usize, bool) {
+    let count = received.iter().filter(|&&b| b == 0).count();
+    (count, received.last() == Some(&0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn check_received_names_the_fault() {
+        let good = b"<cross-domain-policy/>\0";
+        assert!(check_received(good).is_ok());
+        assert!(matches!(
+            check_received(b"<cross-domain-policy/>"),
+            Err(BadReceived::Terminator(ReplyError::MissingTerminator))
+        ));
+        assert!(matches!(
+            check_received(b"<a/>\0"),
+            Err(BadReceived::Policy(_))
+        ));
+        assert_eq!(nul_count(b"a\0b\0"), (2, true));
+        assert_eq!(nul_count(b"a\0b"), (1, false));
+    }
 
     #[test]
     fn appends_exactly_one_nul() {

@@ -118,6 +118,13 @@ pub struct Args {
     /// not) without binding anything.
     #[arg(long)]
     pub check: bool,
+
+    /// Refuse the policy (exit 2, before anything is served) when it draws a
+    /// compatibility warning: a client (Unity Web Player, Lightspark) that
+    /// would refuse it or read it differently. For deploy pipelines, with
+    /// --check.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 /// Which engine moves the bytes.
@@ -221,6 +228,9 @@ pub enum ConfigError {
     TimeoutTooLong(Duration),
     /// `--proxy-from` without `--proxy-protocol`.
     ProxyFromWithoutProxyProtocol,
+    /// `--strict` and the policy draws compatibility warnings (each as
+    /// logged: `name:line:column: advice`).
+    Strict(Vec<String>),
 }
 
 impl fmt::Display for ConfigError {
@@ -239,6 +249,17 @@ impl fmt::Display for ConfigError {
                 "--proxy-from only applies with --proxy-protocol (add --proxy-protocol, or drop \
                  --proxy-from)",
             ),
+            ConfigError::Strict(warnings) => {
+                write!(
+                    f,
+                    "--strict: the policy draws {} compatibility warning(s):",
+                    warnings.len()
+                )?;
+                for w in warnings {
+                    write!(f, "\n  {w}")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -310,7 +331,11 @@ impl Config {
             reply,
             summary: policy_summary,
             mut warnings,
+            compat,
         } = policy_source.load(&listen)?;
+        if args.strict && !compat.is_empty() {
+            return Err(ConfigError::Strict(compat));
+        }
         warnings.extend(ignored_listen);
 
         if args.max_connections == 0 {

@@ -17,6 +17,10 @@ use flashpolicy_proto::reply::{Reply, ReplyError};
 
 use crate::config::Listen;
 
+mod listen;
+
+use listen::{listen_advice, low_port_warning};
+
 /// The name an `--allow` policy's messages carry in place of a file name.
 pub const GENERATED: &str = "--allow";
 
@@ -40,6 +44,10 @@ pub struct LoadedPolicy {
     pub summary: String,
     /// Warnings to log (already formatted with their source).
     pub warnings: Vec<String>,
+    /// The compatibility warnings among them (a client that refuses or
+    /// under-reads the policy: [`policy::Advice::is_compat`]): `--strict` makes
+    /// them errors.
+    pub compat: Vec<String>,
 }
 
 /// A policy that cannot be served.
@@ -140,10 +148,23 @@ impl PolicySource {
         ready
             .warnings
             .extend(low_port_warning(listen, &ready.policy));
+        let name = match self {
+            PolicySource::File(path) => path.display().to_string(),
+            PolicySource::Allow(_) => GENERATED.to_string(),
+        };
+        for (at, advice) in listen_advice(listen, ready.site_control_at) {
+            let line = match at {
+                Some((line, column)) => format!("{name}:{line}:{column}: {advice}"),
+                None => format!("--listen: {advice}"),
+            };
+            ready.compat.push(line.clone());
+            ready.warnings.push(line);
+        }
         Ok(LoadedPolicy {
             reply: ready.reply,
             summary,
             warnings: ready.warnings,
+            compat: ready.compat,
         })
     }
 }
@@ -155,6 +176,10 @@ struct Ready {
     reply: Reply,
     /// The validator's warnings, each as `name:line:column: advice`.
     warnings: Vec<String>,
+    /// The compatibility warnings among them.
+    compat: Vec<String>,
+    /// Where `<site-control>` is, if anywhere.
+    site_control_at: Option<(u32, u32)>,
 }
 
 /// The pipeline every policy goes through: validates `document` (the
@@ -164,10 +189,13 @@ fn prepare(name: &str, document: &[u8]) -> Result<Ready, LoadError> {
         name: name.to_string(),
         error,
     })?;
-    let warnings = validated
+    let line = |w: &policy::Warning| format!("{name}:{}:{}: {}", w.line, w.column, w.rule);
+    let warnings = validated.warnings.iter().map(line).collect();
+    let compat = validated
         .warnings
         .iter()
-        .map(|w| format!("{name}:{}:{}: {}", w.line, w.column, w.rule))
+        .filter(|w| w.rule.is_compat())
+        .map(line)
         .collect();
     let reply = Reply::new(document).map_err(|error| LoadError::Reply {
         name: name.to_string(),
@@ -177,6 +205,8 @@ fn prepare(name: &str, document: &[u8]) -> Result<Ready, LoadError> {
         policy: validated.policy,
         reply,
         warnings,
+        compat,
+        site_control_at: validated.site_control_at,
     })
 }
 
@@ -227,39 +257,12 @@ fn with_file_size(mut e: LoadError, path: &Path) -> LoadError {
     e
 }
 
-/// Flash Player honours a policy served from a port of 1024 or above only
-/// for ports of 1024 or above. Says which rules grant lower ports in vain.
-fn low_port_warning(listen: &Listen, policy: &Policy) -> Option<String> {
-    let Listen::Addrs(addrs) = listen else {
-        return None; // the default is port 843
-    };
-    let high = addrs.iter().find(|a| a.port() == 0 || a.port() >= 1024)?;
-    let vain: Vec<String> = policy
-        .allow
-        .iter()
-        .filter(|rule| {
-            rule.to_ports
-                .ranges()
-                .is_some_and(|ranges| ranges.iter().any(|r| r.first() < 1024))
-        })
-        .map(|rule| format!("{}:{}", rule.domain, rule.to_ports))
-        .collect();
-    if vain.is_empty() {
-        return None;
-    }
-    Some(format!(
-        "the policy is served from {high}, a port of 1024 or above, where Flash Player ignores \
-         grants of ports below 1024, so these rules grant less than they say: {}",
-        vain.join(", ")
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use flashpolicy_proto::policy::parse_allow_spec;
 
-    fn policy(specs: &[&str]) -> Policy {
+    pub(super) fn policy(specs: &[&str]) -> Policy {
         Policy {
             site_control: None,
             allow: specs
@@ -269,49 +272,27 @@ mod tests {
         }
     }
 
-    fn addrs(list: &[&str]) -> Listen {
-        Listen::Addrs(list.iter().map(|a| a.parse().expect("address")).collect())
-    }
-
-    #[test]
-    fn warns_when_a_high_port_serves_grants_below_1024() {
-        let p = policy(&[
-            "*:80,8000-9000",
-            "example.com:9000",
-            "*.example.org:1000-2000",
-        ]);
-        let w = low_port_warning(&addrs(&["127.0.0.1:8843"]), &p).expect("a warning");
-        assert!(w.contains("127.0.0.1:8843"), "{w}");
-        assert!(w.contains("*:80,8000-9000"), "{w}");
-        assert!(w.contains("*.example.org:1000-2000"), "{w}");
-        assert!(!w.contains("example.com:9000"), "{w}");
-    }
-
-    #[test]
-    fn no_warning_on_843_or_for_high_ports_or_any_port() {
-        let low = policy(&["*:80"]);
-        assert_eq!(low_port_warning(&Listen::Default, &low), None);
-        assert_eq!(low_port_warning(&addrs(&["0.0.0.0:843"]), &low), None);
-        let high = policy(&["*:1024-2048", "*:*"]);
-        assert_eq!(low_port_warning(&addrs(&["127.0.0.1:8843"]), &high), None);
-    }
-
     fn allow(specs: &[&str]) -> PolicySource {
         PolicySource::Allow(specs.iter().map(|s| s.to_string()).collect())
     }
 
     #[test]
     fn allow_specs_go_through_the_same_pipeline_as_a_file() {
-        let loaded = allow(&["*.example.com:843"])
-            .load(&Listen::Default)
-            .expect("served");
+        let loaded = allow(&["*:843"]).load(&Listen::Default).expect("served");
         assert!(
             loaded.summary.starts_with("generated (1 rules, "),
             "{}",
             loaded.summary
         );
         assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
-        let rendered = policy(&["*.example.com:843"]).render();
+        let rendered = policy(&["*:843"]).render();
+        // A rule Unity cannot use is a compatibility warning.
+        let unity = allow(&["*.example.com:843"])
+            .load(&Listen::Default)
+            .expect("served");
+        assert_eq!(unity.compat.len(), 1, "{:?}", unity.compat);
+        assert!(unity.compat[0].starts_with("--allow:1:22: no <allow-access-from domain=\"*\">"));
+        assert_eq!(unity.warnings, unity.compat);
         assert_eq!(loaded.reply.document(), rendered.as_bytes());
 
         let default = allow(&[]).load(&Listen::Default).expect("served");

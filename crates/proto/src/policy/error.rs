@@ -21,6 +21,9 @@ pub enum Rule {
     Nul,
     /// The document is not UTF-8.
     NotUtf8,
+    /// The document is UTF-16 (a UTF-16 byte-order mark, or NULs between
+    /// ASCII characters): no client decodes it.
+    Utf16,
     /// The document is not well-formed XML (the XML parser's message).
     Xml(String),
     /// The root element is not `<cross-domain-policy>`.
@@ -73,6 +76,10 @@ impl fmt::Display for Rule {
                 "the policy contains a NUL byte; a client stops reading at the first NUL",
             ),
             Rule::NotUtf8 => f.write_str("the policy is not valid UTF-8"),
+            Rule::Utf16 => f.write_str(
+                "the policy is UTF-16; socket policy clients read bytes, not UTF-16: \
+                 encode the policy as UTF-8",
+            ),
             Rule::Xml(message) => write!(f, "not well-formed XML: {message}"),
             Rule::Root { found } => write!(
                 f,
@@ -144,6 +151,65 @@ pub enum Advice {
     },
     /// Text (other than whitespace) where only elements belong.
     StrayText,
+    /// No rule has `domain="*"`: Unity Web Player honours only those for
+    /// sockets (mono's `FlashCrossDomainPolicy.AllowAccessFrom.IsSocketConnectionAllowed`
+    /// returns `Domain == "*"`), so the policy grants Unity nothing.
+    NoWildcardDomain,
+    /// A `first-last` range in `to-ports`: Lightspark grants only `first`
+    /// (`PolicyAllowAccessFrom`'s constructor in `src/backends/security.cpp`
+    /// keeps the first number of each item), Unity's parser treats `last`
+    /// as exclusive.
+    PortRange {
+        /// The range as written in canonical form.
+        range: String,
+        /// Its first port.
+        first: u16,
+        /// Its last port.
+        last: u16,
+    },
+    /// The reply (document and NUL) is larger than what a client reads.
+    TooLargeFor {
+        /// The client, by name.
+        client: &'static str,
+        /// What that client reads (bytes).
+        limit: usize,
+        /// The reply's length in bytes (the document and its NUL).
+        len: usize,
+    },
+    /// The document starts with a UTF-8 byte-order mark.
+    ByteOrderMark,
+    /// `<site-control>` in a policy served from a port other than 843:
+    /// Lightspark rejects the whole file (`CrossDomainPolicy::getNextElement`
+    /// in `src/parsing/crossdomainpolicy.cpp` returns `INVALID` for
+    /// `site-control` outside a master policy); Flash Player ignores it there.
+    SiteControlOffMaster {
+        /// The listening port that is not 843.
+        port: u16,
+    },
+    /// Every listener is IPv6-only: Unity Web Player connects over IPv4
+    /// only (mono's `SocketPolicyClient` opens an `InterNetwork` socket).
+    Ipv6Only {
+        /// The listeners, as written.
+        listeners: String,
+    },
+}
+
+impl Advice {
+    /// Whether this warning says that a real client (Unity Web Player,
+    /// Lightspark) refuses or under-reads the policy: the warnings
+    /// `--check --strict` turns into errors.
+    pub fn is_compat(&self) -> bool {
+        matches!(
+            self,
+            Advice::NoWildcardDomain
+                | Advice::PortRange { .. }
+                | Advice::TooLargeFor { .. }
+                | Advice::ByteOrderMark
+                | Advice::SiteControlOffMaster { .. }
+                | Advice::Ipv6Only { .. }
+                | Advice::HttpOnlyElement { .. }
+        )
+    }
 }
 
 impl fmt::Display for Advice {
@@ -178,11 +244,42 @@ impl fmt::Display for Advice {
             ),
             Advice::HttpOnlyElement { name } => write!(
                 f,
-                "<{name}> applies only to HTTP policies; socket clients ignore it"
+                "<{name}> applies only to HTTP policies: Flash Player ignores it, \
+                 Lightspark rejects the whole socket policy (drop the element)"
             ),
             Advice::StrayText => {
                 f.write_str("text outside any attribute is not part of a policy; clients ignore it")
             }
+            Advice::NoWildcardDomain => f.write_str(
+                "no <allow-access-from domain=\"*\">: Unity Web Player honours only rules \
+                 with domain=\"*\" for sockets, so it is granted nothing",
+            ),
+            Advice::PortRange { range, first, last } => {
+                write!(
+                    f,
+                    "to-ports range {range}: Lightspark grants only {first}, Unity Web Player \
+                     drops {last} (its range end is exclusive); list the ports or use `*`"
+                )
+            }
+            Advice::TooLargeFor { client, limit, len } => write!(
+                f,
+                "the reply (policy and NUL) is {len} bytes; {client} reads at most {limit} \
+                 and gets it cut"
+            ),
+            Advice::ByteOrderMark => f.write_str(
+                "the policy starts with a UTF-8 byte-order mark; some clients take it for \
+                 content before the root: drop it",
+            ),
+            Advice::SiteControlOffMaster { port } => write!(
+                f,
+                "<site-control> in a policy served from port {port}, not 843: Lightspark \
+                 rejects the whole file, Flash Player ignores the element there"
+            ),
+            Advice::Ipv6Only { listeners } => write!(
+                f,
+                "every listener is IPv6-only ({listeners}): Unity Web Player fetches \
+                 socket policies over IPv4 only and gets none"
+            ),
         }
     }
 }

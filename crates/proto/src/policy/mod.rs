@@ -8,6 +8,7 @@
 //!   the same [`Policy`].
 //! * [`parse_allow_spec`] reads the `DOMAIN:PORTS` form of `--allow`.
 
+mod compat;
 mod domain;
 mod error;
 mod ports;
@@ -28,6 +29,16 @@ pub const MAX_POLICY_LEN: usize = 10 * 1024;
 /// Documents larger than this get a warning: clients read the reply in one
 /// read and a reply larger than one segment can arrive cut.
 pub const WARN_POLICY_LEN: usize = 1400;
+
+/// Unity Web Player reads the reply with one `Receive` into a 5,000-byte
+/// buffer (mono's `SocketPolicyClient.GetPolicyStreamForIP`): a longer reply
+/// is cut.
+pub const UNITY_READ: usize = 5000;
+/// Lightspark reads the reply 4,096 bytes at a time and stops at the first
+/// shorter read (`SocketPolicyFile::retrievePolicyFile`,
+/// `src/backends/security.cpp`): a longer reply can be cut where it
+/// arrives in pieces.
+pub const LIGHTSPARK_READ: usize = 4096;
 
 /// The DOCTYPE line real policies start with (after the XML declaration).
 pub const DOCTYPE: &str = "<!DOCTYPE cross-domain-policy SYSTEM \
@@ -123,8 +134,14 @@ impl AllowAccessFrom {
 pub struct Validated {
     /// The policy.
     pub policy: Policy,
-    /// Warnings, each with a position, in document order (a size warning first).
+    /// Warnings, each with a position, in document order (size warnings first).
     pub warnings: Vec<Warning>,
+    /// Line and column of `<site-control>`, if the document has one (where
+    /// it is served from decides whether Lightspark accepts it).
+    pub site_control_at: Option<(u32, u32)>,
+    /// Line and column of each `<allow-access-from>`, in the order of
+    /// `policy.allow`.
+    pub allow_at: Vec<(u32, u32)>,
 }
 
 /// Appends `value` to `out` escaped for a double-quoted attribute.
@@ -247,9 +264,14 @@ mod tests {
         let text = policy.render();
         let validated = validate(text.as_bytes()).expect("valid");
         assert_eq!(validated.policy, policy);
-        assert_eq!(validated.warnings.len(), 1, "{:?}", validated.warnings);
-        assert_eq!(validated.warnings[0].rule, Advice::SecureTrue);
-        assert_eq!(validated.warnings[0].line, 1);
+        let flash: Vec<_> = validated
+            .warnings
+            .iter()
+            .filter(|w| !w.rule.is_compat())
+            .collect();
+        assert_eq!(flash.len(), 1, "{:?}", validated.warnings);
+        assert_eq!(flash[0].rule, Advice::SecureTrue);
+        assert_eq!(flash[0].line, 1);
         let empty = Policy::default();
         assert_eq!(
             validate(empty.render().as_bytes()).map(|v| v.policy),

@@ -7,6 +7,7 @@
 
 use roxmltree::{Document, Node, NodeType, ParsingOptions, TextPos};
 
+use super::compat;
 use super::error::{Advice, PolicyError, Rule, Warning};
 use super::{
     AllowAccessFrom, DomainPattern, MetaPolicy, Policy, PortSet, Validated, MAX_POLICY_LEN,
@@ -35,7 +36,11 @@ const HTTP_ONLY_ELEMENTS: &[&str] = &["allow-http-request-headers-from"];
 ///
 /// Warnings (see [`Advice`]): more than [`WARN_POLICY_LEN`] bytes; no rule at
 /// all; meta-policy `none`; `secure="true"`; blanks in `to-ports`; unknown
-/// elements and attributes; HTTP-only elements; stray text.
+/// elements and attributes; HTTP-only elements; stray text. Compatibility
+/// warnings ([`Advice::is_compat`]): a UTF-8 byte-order mark; a reply over
+/// [`super::LIGHTSPARK_READ`] or [`super::UNITY_READ`] bytes; no
+/// `domain="*"` rule; a `first-last` range. A UTF-16 document is an error
+/// of its own ([`Rule::Utf16`]).
 ///
 /// ```
 /// use flashpolicy_proto::policy;
@@ -52,6 +57,13 @@ pub fn validate(document: &[u8]) -> Result<Validated, PolicyError> {
             rule: Rule::TooLarge {
                 len: document.len(),
             },
+        });
+    }
+    if compat::is_utf16(document) {
+        return Err(PolicyError {
+            line: 1,
+            column: 1,
+            rule: Rule::Utf16,
         });
     }
     if let Some(offset) = document.iter().position(|&b| b == 0) {
@@ -76,14 +88,19 @@ pub fn validate(document: &[u8]) -> Result<Validated, PolicyError> {
             },
         });
     }
+    compat::whole_document(document, &mut warnings);
     let mut checker = Checker {
         doc: &doc,
         warnings,
+        site_control_at: None,
+        allow_at: Vec::new(),
     };
     let policy = checker.root(doc.root_element())?;
     Ok(Validated {
         policy,
         warnings: checker.warnings,
+        site_control_at: checker.site_control_at,
+        allow_at: checker.allow_at,
     })
 }
 
@@ -138,6 +155,8 @@ fn xml_error(document: &[u8], e: roxmltree::Error) -> PolicyError {
 struct Checker<'d, 'input> {
     doc: &'d Document<'input>,
     warnings: Vec<Warning>,
+    site_control_at: Option<(u32, u32)>,
+    allow_at: Vec<(u32, u32)>,
 }
 
 /// An element's name for messages: the local name, plus its namespace if any.
@@ -193,6 +212,8 @@ impl Checker<'_, '_> {
             match child.node_type() {
                 NodeType::Element if is(child, ALLOW_ACCESS_FROM) => {
                     policy.allow.push(self.allow_access_from(child)?);
+                    let pos = self.pos(child.range().start);
+                    self.allow_at.push((pos.row, pos.col));
                 }
                 NodeType::Element if is(child, SITE_CONTROL) => {
                     if let Some((_, first_line)) = site_control_at {
@@ -202,8 +223,9 @@ impl Checker<'_, '_> {
                         ));
                     }
                     let meta = self.site_control(child)?;
-                    site_control_at =
-                        Some((child.range().start, self.pos(child.range().start).row));
+                    let pos = self.pos(child.range().start);
+                    site_control_at = Some((child.range().start, pos.row));
+                    self.site_control_at = Some((pos.row, pos.col));
                     policy.site_control = Some(meta);
                 }
                 NodeType::Element => self.unknown_element(child),
@@ -218,6 +240,8 @@ impl Checker<'_, '_> {
         }
         if policy.allow.is_empty() {
             self.warn(root.range().start, Advice::GrantsNothing);
+        } else if !policy.allow.iter().any(|rule| rule.domain.is_any()) {
+            self.warn(root.range().start, Advice::NoWildcardDomain);
         }
         Ok(policy)
     }
@@ -244,6 +268,9 @@ impl Checker<'_, '_> {
             .map_err(|e| self.error(ports_attr.range_value().start, Rule::Ports(e)))?;
         if ports_attr.value().contains([' ', '\t']) {
             self.warn(ports_attr.range_value().start, Advice::BlanksInPorts);
+        }
+        if let Some(advice) = compat::range_advice(&to_ports) {
+            self.warn(ports_attr.range_value().start, advice);
         }
         let secure = match node.attribute_node("secure") {
             None => None,
@@ -348,3 +375,6 @@ impl Checker<'_, '_> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod compat_tests;

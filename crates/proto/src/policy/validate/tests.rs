@@ -43,7 +43,15 @@ fn a_typical_policy_is_clean() {
          <allow-access-from domain=\"192.0.2.7\" to-ports=\"*\" secure=\"false\"></allow-access-from>\n",
     );
     let validated = validate(doc.as_bytes()).expect("valid");
-    assert!(validated.warnings.is_empty(), "{:?}", validated.warnings);
+    // Clean for Flash Player; the range and the lack of `domain="*"` are
+    // compatibility warnings (Lightspark, Unity), tested in compat_tests.
+    let flash: Vec<_> = validated
+        .warnings
+        .iter()
+        .filter(|w| !w.rule.is_compat())
+        .collect();
+    assert!(flash.is_empty(), "{flash:?}");
+    assert_eq!(validated.warnings.len(), 2, "{:?}", validated.warnings);
     assert_eq!(validated.policy.site_control, Some(MetaPolicy::MasterOnly));
     assert_eq!(validated.policy.allow.len(), 2);
     assert_eq!(
@@ -94,14 +102,14 @@ fn exactly_the_limit_is_accepted_with_a_warning() {
     let doc = base.replace('X', &pad);
     assert_eq!(doc.len(), MAX_POLICY_LEN);
     assert_eq!(
-        warnings(&doc),
-        vec![(
+        warnings(&doc)[0],
+        (
             1,
             1,
             Advice::Large {
                 len: MAX_POLICY_LEN
             }
-        )]
+        )
     );
     let over = base.replace('X', &format!("{pad} "));
     assert_eq!(
