@@ -13,6 +13,7 @@ use flashpolicy_proto::proxy::Cidr;
 use crate::mix::{Mix, Scenario};
 use crate::proxy::{ProxyHeaders, ProxyVersion};
 use crate::schedule::{RateError, Schedule};
+use crate::size::parse_size;
 use crate::source::{parse_sources, SourceError};
 use crate::stats::ErrorKind;
 
@@ -175,6 +176,14 @@ pub struct RunArgs {
     /// through it (e.g. `198.51.100.0/24`), instead of the connection's own.
     #[arg(long, value_name = "CIDR", requires = "proxy_protocol")]
     pub proxy_source: Option<Cidr>,
+
+    /// Echo test (a gateway in front of an echo server): instead of the
+    /// policy request, each client sends this many bytes (4096, 64KiB,
+    /// 1MiB; a pattern of its own), half-closes, and must read exactly
+    /// them back before the server closes.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size,
+          conflicts_with_all = ["scenario", "mix", "expect", "flash_fallback"])]
+    pub payload: Option<u64>,
 
     /// Write a JSON summary to FILE.
     #[arg(long, value_name = "FILE", long_help = json_help())]
@@ -368,6 +377,9 @@ pub struct RunConfig {
     pub max_inflight: Option<usize>,
     /// `--proxy-protocol`: a header before each request.
     pub proxy: Option<ProxyHeaders>,
+    /// `--payload`: bytes each client sends and expects echoed, instead of
+    /// the policy request.
+    pub payload: Option<u64>,
     /// Outputs.
     pub json: Option<PathBuf>,
     /// Outputs.
@@ -477,6 +489,7 @@ impl RunConfig {
             send_delay: a.send_delay,
             max_inflight: a.max_inflight,
             proxy,
+            payload: a.payload,
             json: a.json,
             hgrm: a.hgrm,
             log: a.log,

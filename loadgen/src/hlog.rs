@@ -394,6 +394,7 @@ impl Merged {
             fallback: false,
             send_delay: None,
             proxy_protocol: None,
+            payload: None,
         }
     }
 }

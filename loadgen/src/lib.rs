@@ -17,7 +17,8 @@
 //! Modules: [`cli`] (options), [`worker`] (one event loop per thread and the
 //! client state machine), [`check`] (reply checks), [`schedule`] (open-loop
 //! start times), [`mix`] (scenarios), [`source`] (source addresses),
-//! [`proxy`] (PROXY protocol headers before the request),
+//! [`proxy`] (PROXY protocol headers before the request), [`size`] (byte
+//! counts such as `--payload 64KiB`),
 //! [`stats`] (counts and histograms), [`runner`] (threads, progress, log),
 //! [`report`] (text, JSON, `.hgrm`), [`hlog`] (interval logs and `merge`),
 //! [`plot`] (SVG), [`sys`] (the few raw system calls).
@@ -33,6 +34,7 @@ pub mod proxy;
 pub mod report;
 pub mod runner;
 pub mod schedule;
+pub mod size;
 pub mod source;
 pub mod stats;
 pub mod sys;

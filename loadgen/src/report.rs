@@ -41,6 +41,9 @@ pub struct Summary {
     /// `--proxy-protocol`: `"v1"` or `"v2"` (`None` without it, and for
     /// `merge`).
     pub proxy_protocol: Option<&'static str>,
+    /// `--payload`: bytes each good client sent and expected echoed
+    /// (`None` without it, and for `merge`).
+    pub payload: Option<u64>,
 }
 
 impl Summary {
@@ -61,6 +64,19 @@ impl Summary {
     /// Generator CPU per finished client, in microseconds.
     pub fn cpu_us_per_conn(&self) -> Option<f64> {
         self.per_conn_us(self.cpu?.total())
+    }
+
+    /// `--payload`: megabytes (10^6 bytes) sent and received per second of
+    /// the recording window by recorded clients.
+    pub fn mb_per_sec(&self) -> (f64, f64) {
+        if self.duration_s > 0.0 {
+            (
+                self.stats.bytes_sent as f64 / 1e6 / self.duration_s,
+                self.stats.bytes_received as f64 / 1e6 / self.duration_s,
+            )
+        } else {
+            (0.0, 0.0)
+        }
     }
 
     fn per_conn_us(&self, d: Duration) -> Option<f64> {
@@ -86,6 +102,15 @@ pub fn text(s: &Summary) -> String {
         s.duration_s
     );
     let _ = writeln!(o, "  errors: {}", error_line(&good.errors));
+    if let Some(p) = s.payload {
+        let (tx, rx) = s.mb_per_sec();
+        let _ = writeln!(
+            o,
+            "  payload: {p} bytes each way per client; sent {} bytes ({tx:.2} MB/s), \
+             received {} bytes ({rx:.2} MB/s); MB = 10^6 bytes",
+            s.stats.bytes_sent, s.stats.bytes_received
+        );
+    }
     for (i, first) in s.stats.first_error.iter().enumerate() {
         if let Some(msg) = first {
             let _ = writeln!(o, "    first {}: {msg}", ErrorKind::ALL[i].name());
@@ -265,6 +290,14 @@ fn round1(x: f64) -> f64 {
     }
 }
 
+fn round3(x: f64) -> f64 {
+    if x.is_finite() {
+        (x * 1000.0).round() / 1000.0
+    } else {
+        0.0
+    }
+}
+
 fn errors_json(errors: &[u64; ERROR_KINDS]) -> Value {
     let mut m = Map::new();
     for k in ErrorKind::ALL {
@@ -359,6 +392,14 @@ pub fn json(s: &Summary) -> Value {
         }
         if let Some(v) = s.proxy_protocol {
             m.insert("proxy_protocol".into(), json!(v));
+        }
+        if let Some(p) = s.payload {
+            let (tx, rx) = s.mb_per_sec();
+            m.insert("payload_bytes".into(), json!(p));
+            m.insert("bytes_sent".into(), json!(s.stats.bytes_sent));
+            m.insert("bytes_received".into(), json!(s.stats.bytes_received));
+            m.insert("sent_mb_per_sec".into(), json!(round3(tx)));
+            m.insert("received_mb_per_sec".into(), json!(round3(rx)));
         }
     }
     v
@@ -491,6 +532,7 @@ mod tests {
             fallback: false,
             send_delay: Some(Duration::from_micros(50)),
             proxy_protocol: None,
+            payload: None,
         };
         let v = json(&s);
         let mut s = s;

@@ -323,6 +323,7 @@ pub fn run(cfg: RunConfig) -> Result<Summary, RunError> {
         fallback: cfg.fallback.is_some(),
         send_delay: Some(cfg.send_delay),
         proxy_protocol: cfg.proxy.map(|p| p.version.name()),
+        payload: cfg.payload,
     };
     if let Some(log) = log {
         log.finish(&summary).map_err(RunError::LogWrite)?;
@@ -354,6 +355,10 @@ fn describe(cfg: &RunConfig) -> String {
             Some(range) => format!("{send_delay}, PROXY {} from {range}", p.version),
             None => format!("{send_delay}, PROXY {}", p.version),
         },
+        None => send_delay,
+    };
+    let send_delay = match cfg.payload {
+        Some(p) => format!("{send_delay}, {p}-byte echo payload"),
         None => send_delay,
     };
     let target = if cfg.target_text == cfg.target.to_string() {

@@ -242,6 +242,10 @@ pub struct Stats {
     pub first_error: [Option<String>; ERROR_KINDS],
     /// From the start of recording to the last recorded completion.
     pub last_completion: Duration,
+    /// `--payload`: payload bytes recorded clients sent.
+    pub bytes_sent: u64,
+    /// `--payload`: bytes recorded clients received (and checked).
+    pub bytes_received: u64,
 }
 
 impl Stats {
@@ -253,6 +257,8 @@ impl Stats {
             finished_all: 0,
             first_error: Default::default(),
             last_completion: Duration::ZERO,
+            bytes_sent: 0,
+            bytes_received: 0,
         }
     }
 
@@ -274,6 +280,8 @@ impl Stats {
             }
         }
         self.last_completion = self.last_completion.max(o.last_completion);
+        self.bytes_sent += o.bytes_sent;
+        self.bytes_received += o.bytes_received;
         Ok(())
     }
 }

@@ -12,6 +12,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Token};
 
 use super::classify::{classify_connect, classify_io, ConnectError};
+use super::echo::Echo;
 use super::event_loop::Worker;
 use super::outcome::Outcome;
 use crate::check::ReplyState;
@@ -56,6 +57,9 @@ pub(super) struct Conn {
     pub(super) recorded: bool,
     pub(super) fallback_attempt: bool,
     pub(super) reply: ReplyState,
+    /// `--payload`: the echo in progress (`payload` is then only the PROXY
+    /// header, if any).
+    pub(super) echo: Option<Echo>,
 }
 
 /// A client about to (re)start.
@@ -107,6 +111,7 @@ impl Worker {
         };
         let payload = self.payload_for(client.scenario, &stream, addr);
         let gen = self.fresh_gen();
+        let echo = self.echo_for(client.scenario, gen);
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         let fallback_attempt = fallback.is_none()
@@ -126,6 +131,7 @@ impl Worker {
             fallback_attempt,
             // Each port keeps its own reference reply.
             reply: ReplyState::for_target(usize::from(fallback_attempt)),
+            echo,
         };
         if let Err(e) = self.poll.registry().register(
             &mut conn.stream,
@@ -168,11 +174,24 @@ impl Worker {
         } else {
             payload.len()
         };
-        match conn.stream.write(&payload[..end]) {
+        // With --payload and no PROXY header, the first write is payload.
+        let early_echo = payload.is_empty() && conn.echo.is_some();
+        let written = if early_echo {
+            self.echo_write_early(key)
+        } else {
+            conn.stream.write(&payload[..end])
+        };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let payload = &conn.payload;
+        match written {
             Ok(n) => {
                 conn.connected_at = now;
                 conn.phase = Phase::Sending;
-                conn.sent = n;
+                if !early_echo {
+                    conn.sent = n;
+                }
                 if conn.scenario == Scenario::Slow && n > 0 && n < payload.len() {
                     conn.phase = Phase::Pausing;
                     let gen = conn.gen;
@@ -200,11 +219,13 @@ impl Worker {
         stream: &TcpStream,
         dest: SocketAddr,
     ) -> Cow<'static, [u8]> {
-        let request = request_of(scenario);
+        // With --payload a good client's payload follows the header.
+        let echo = self.plan.config.payload.is_some() && scenario == Scenario::Good;
+        let request = if echo { b"" } else { request_of(scenario) };
         let Some(proxy) = self.plan.config.proxy else {
             return Cow::Borrowed(request);
         };
-        if request.is_empty() {
+        if request.is_empty() && !echo {
             return Cow::Borrowed(request);
         }
         let local = stream
@@ -215,6 +236,18 @@ impl Worker {
         let mut bytes = proxy.header(local, dest, n);
         bytes.extend_from_slice(request);
         Cow::Owned(bytes)
+    }
+
+    /// `--payload`: a good client's echo, its pattern picked by the thread
+    /// and the connection's number.
+    fn echo_for(&self, scenario: Scenario, gen: u32) -> Option<Echo> {
+        let len = self.plan.config.payload?;
+        (scenario == Scenario::Good).then(|| Echo {
+            seed: gen ^ ((self.plan.id as u32) << 24),
+            len,
+            sent: 0,
+            received: 0,
+        })
     }
 
     pub(super) fn on_event(&mut self, key: usize, writable: bool, readable: bool) {
@@ -315,6 +348,9 @@ impl Worker {
                 }
             }
         }
+        if conn.echo.is_some() {
+            return self.send_echo(key, now);
+        }
         conn.phase = Phase::Receiving;
         true
     }
@@ -326,6 +362,17 @@ impl Worker {
             };
             match conn.stream.read(&mut self.scratch) {
                 Ok(0) => {
+                    if let Some(echo) = &conn.echo {
+                        match echo.finish() {
+                            Ok(()) => self.conclude(key, Outcome::Ok, now),
+                            Err(bad) => self.conclude(
+                                key,
+                                Outcome::Failed(ErrorKind::BadResponse, &bad),
+                                now,
+                            ),
+                        }
+                        return;
+                    }
                     let outcome = if conn.scenario.wants_policy() {
                         self.checker.finish(&mut conn.reply)
                     } else {
@@ -347,7 +394,15 @@ impl Worker {
                     if conn.first_byte_at.is_none() {
                         conn.first_byte_at = Some(now);
                     }
-                    if conn.scenario.wants_policy() {
+                    if let Some(echo) = &mut conn.echo {
+                        if conn.recorded {
+                            self.stats.bytes_received += n as u64;
+                        }
+                        if let Err(bad) = echo.check(&self.scratch[..n]) {
+                            self.conclude(key, Outcome::Failed(ErrorKind::BadResponse, &bad), now);
+                            return;
+                        }
+                    } else if conn.scenario.wants_policy() {
                         self.checker.feed(&mut conn.reply, &self.scratch[..n]);
                     } else {
                         // Count the bytes only: these clients did not ask.

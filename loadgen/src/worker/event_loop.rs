@@ -12,6 +12,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use super::client::Conn;
+use super::echo::SEND_CHUNK;
 use super::interval::Msg;
 use super::plan::{Plan, Share};
 use crate::check::Checker;
@@ -35,6 +36,9 @@ pub(super) struct Worker {
     pub(super) picker: Picker,
     pub(super) checker: Checker,
     pub(super) scratch: Box<[u8]>,
+    /// `--payload`: the buffer the pattern is generated into (empty
+    /// without it).
+    pub(super) send_buf: Box<[u8]>,
     pub(super) timeouts: DeadlineQueue,
     pub(super) fallbacks: DeadlineQueue,
     pub(super) slow: DeadlineQueue,
@@ -92,6 +96,8 @@ impl Worker {
             picker: cfg.mix.picker(),
             checker: Checker::new(cfg.expect.clone()),
             scratch: vec![0u8; SCRATCH].into_boxed_slice(),
+            send_buf: vec![0u8; if cfg.payload.is_some() { SEND_CHUNK } else { 0 }]
+                .into_boxed_slice(),
             timeouts: DeadlineQueue::with_capacity(cap),
             fallbacks: DeadlineQueue::with_capacity(if cfg.fallback.is_some() { cap } else { 0 }),
             slow: DeadlineQueue::with_capacity(0),

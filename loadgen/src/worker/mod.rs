@@ -24,6 +24,8 @@
 //! * `deadlines`: the worker's deadline queues and what happens when one
 //!   expires.
 //! * `client`: one client attempt's state machine (connect, send, receive).
+//! * `echo`: `--payload`, the echo test: the pattern sent, generated and
+//!   checked on the fly.
 //! * `connect`: opening a non-blocking connection from the next `--source`.
 //! * `outcome`: accounting for a finished client, and the fallback.
 //! * `classify`: which [`ErrorKind`](crate::stats::ErrorKind) an OS error
@@ -33,6 +35,7 @@ mod classify;
 mod client;
 mod connect;
 mod deadlines;
+mod echo;
 mod event_loop;
 mod interval;
 mod load;
