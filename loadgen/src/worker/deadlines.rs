@@ -125,6 +125,7 @@ mod tests {
             recorded: false,
             fallback_attempt: false,
             reply: ReplyState::for_target(0),
+            echo: None,
         });
         for q in [
             &mut w.timeouts,
