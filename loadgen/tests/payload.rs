@@ -189,6 +189,8 @@ fn a_short_echo_or_an_early_close_is_an_error() {
 /// its JSON summary.
 fn run_measured(dir: &TempDir, args: &[&str]) -> (i64, serde_json::Value) {
     let json_path = dir.path("measured.json");
+    // Reaped by wait4 below (for its rusage), not by `Child::wait`.
+    #[allow(clippy::zombie_processes)]
     let child = Command::new(loadgen_bin())
         .args(args)
         .arg("--json")

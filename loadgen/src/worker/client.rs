@@ -242,7 +242,7 @@ impl Worker {
     /// and the connection's number.
     fn echo_for(&self, scenario: Scenario, gen: u32) -> Option<Echo> {
         let len = self.plan.config.payload?;
-        (scenario == Scenario::Good).then(|| Echo {
+        (scenario == Scenario::Good).then_some(Echo {
             seed: gen ^ ((self.plan.id as u32) << 24),
             len,
             sent: 0,
