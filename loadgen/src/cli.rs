@@ -185,6 +185,12 @@ pub struct RunArgs {
           conflicts_with_all = ["scenario", "mix", "expect", "flash_fallback"])]
     pub payload: Option<u64>,
 
+    /// With --payload, Flash Player's sequence against a gateway on the
+    /// game's port: each client first asks the target for the policy (which
+    /// must be valid), then opens a second connection to it for the echo.
+    #[arg(long, requires = "payload")]
+    pub flash_gateway: bool,
+
     /// Write a JSON summary to FILE.
     #[arg(long, value_name = "FILE", long_help = json_help())]
     pub json: Option<PathBuf>,
@@ -380,6 +386,9 @@ pub struct RunConfig {
     /// `--payload`: bytes each client sends and expects echoed, instead of
     /// the policy request.
     pub payload: Option<u64>,
+    /// `--flash-gateway`: the policy request first, then the echo on a
+    /// second connection.
+    pub flash_gateway: bool,
     /// Outputs.
     pub json: Option<PathBuf>,
     /// Outputs.
@@ -490,6 +499,7 @@ impl RunConfig {
             max_inflight: a.max_inflight,
             proxy,
             payload: a.payload,
+            flash_gateway: a.flash_gateway,
             json: a.json,
             hgrm: a.hgrm,
             log: a.log,

@@ -395,6 +395,7 @@ impl Merged {
             send_delay: None,
             proxy_protocol: None,
             payload: None,
+            flash_gateway: false,
         }
     }
 }

@@ -44,6 +44,8 @@ pub struct Summary {
     /// `--payload`: bytes each good client sent and expected echoed
     /// (`None` without it, and for `merge`).
     pub payload: Option<u64>,
+    /// `--flash-gateway`: each client asked for the policy first.
+    pub flash_gateway: bool,
 }
 
 impl Summary {
@@ -396,6 +398,7 @@ pub fn json(s: &Summary) -> Value {
         if let Some(p) = s.payload {
             let (tx, rx) = s.mb_per_sec();
             m.insert("payload_bytes".into(), json!(p));
+            m.insert("flash_gateway".into(), json!(s.flash_gateway));
             m.insert("bytes_sent".into(), json!(s.stats.bytes_sent));
             m.insert("bytes_received".into(), json!(s.stats.bytes_received));
             m.insert("sent_mb_per_sec".into(), json!(round3(tx)));
@@ -533,6 +536,7 @@ mod tests {
             send_delay: Some(Duration::from_micros(50)),
             proxy_protocol: None,
             payload: None,
+            flash_gateway: false,
         };
         let v = json(&s);
         let mut s = s;

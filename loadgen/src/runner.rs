@@ -324,6 +324,7 @@ pub fn run(cfg: RunConfig) -> Result<Summary, RunError> {
         send_delay: Some(cfg.send_delay),
         proxy_protocol: cfg.proxy.map(|p| p.version.name()),
         payload: cfg.payload,
+        flash_gateway: cfg.flash_gateway,
     };
     if let Some(log) = log {
         log.finish(&summary).map_err(RunError::LogWrite)?;
@@ -357,9 +358,10 @@ fn describe(cfg: &RunConfig) -> String {
         },
         None => send_delay,
     };
-    let send_delay = match cfg.payload {
-        Some(p) => format!("{send_delay}, {p}-byte echo payload"),
-        None => send_delay,
+    let send_delay = match (cfg.payload, cfg.flash_gateway) {
+        (Some(p), true) => format!("{send_delay}, policy then {p}-byte echo (Flash gateway)"),
+        (Some(p), false) => format!("{send_delay}, {p}-byte echo payload"),
+        (None, _) => send_delay,
     };
     let target = if cfg.target_text == cfg.target.to_string() {
         cfg.target_text.clone()

@@ -60,6 +60,9 @@ pub(super) struct Conn {
     /// `--payload`: the echo in progress (`payload` is then only the PROXY
     /// header, if any).
     pub(super) echo: Option<Echo>,
+    /// `--flash-gateway`: this is the client's second connection (the
+    /// echo, after the policy).
+    pub(super) second: bool,
 }
 
 /// A client about to (re)start.
@@ -68,6 +71,9 @@ pub(super) struct Client {
     pub(super) scenario: Scenario,
     pub(super) origin: Instant,
     pub(super) recorded: bool,
+    /// `--flash-gateway`: the second connection is next (the policy was
+    /// received).
+    pub(super) second: bool,
 }
 
 fn request_of(s: Scenario) -> &'static [u8] {
@@ -109,9 +115,10 @@ impl Worker {
                 return;
             }
         };
-        let payload = self.payload_for(client.scenario, &stream, addr);
+        let echoes = self.echoes(client);
+        let payload = self.payload_for(client.scenario, echoes, &stream, addr);
         let gen = self.fresh_gen();
-        let echo = self.echo_for(client.scenario, gen);
+        let echo = if echoes { self.echo_for(gen) } else { None };
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         let fallback_attempt = fallback.is_none()
@@ -132,6 +139,7 @@ impl Worker {
             // Each port keeps its own reference reply.
             reply: ReplyState::for_target(usize::from(fallback_attempt)),
             echo,
+            second: client.second,
         };
         if let Err(e) = self.poll.registry().register(
             &mut conn.stream,
@@ -216,11 +224,11 @@ impl Worker {
     fn payload_for(
         &mut self,
         scenario: Scenario,
+        echo: bool,
         stream: &TcpStream,
         dest: SocketAddr,
     ) -> Cow<'static, [u8]> {
-        // With --payload a good client's payload follows the header.
-        let echo = self.plan.config.payload.is_some() && scenario == Scenario::Good;
+        // An echo's payload follows the header.
         let request = if echo { b"" } else { request_of(scenario) };
         let Some(proxy) = self.plan.config.proxy else {
             return Cow::Borrowed(request);
@@ -238,11 +246,20 @@ impl Worker {
         Cow::Owned(bytes)
     }
 
-    /// `--payload`: a good client's echo, its pattern picked by the thread
-    /// and the connection's number.
-    fn echo_for(&self, scenario: Scenario, gen: u32) -> Option<Echo> {
+    /// Whether `client`'s next connection is an echo: a good client's with
+    /// `--payload`, its second one with `--flash-gateway`.
+    fn echoes(&self, client: Client) -> bool {
+        let cfg = &self.plan.config;
+        cfg.payload.is_some()
+            && client.scenario == Scenario::Good
+            && (client.second || !cfg.flash_gateway)
+    }
+
+    /// `--payload`: an echo, its pattern picked by the thread and the
+    /// connection's number.
+    fn echo_for(&self, gen: u32) -> Option<Echo> {
         let len = self.plan.config.payload?;
-        (scenario == Scenario::Good).then_some(Echo {
+        Some(Echo {
             seed: gen ^ ((self.plan.id as u32) << 24),
             len,
             sent: 0,

@@ -126,6 +126,7 @@ mod tests {
             fallback_attempt: false,
             reply: ReplyState::for_target(0),
             echo: None,
+            second: false,
         });
         for q in [
             &mut w.timeouts,

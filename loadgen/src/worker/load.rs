@@ -74,6 +74,7 @@ impl Worker {
                             scenario,
                             origin: now,
                             recorded,
+                            second: false,
                         },
                         now,
                     );
@@ -105,6 +106,7 @@ impl Worker {
                             scenario,
                             origin: intended,
                             recorded,
+                            second: false,
                         },
                         now,
                     );

@@ -27,7 +27,22 @@ impl Worker {
             scenario: conn.scenario,
             origin: conn.origin,
             recorded: conn.recorded,
+            second: conn.second,
         };
+        if matches!(outcome, Outcome::Ok)
+            && self.plan.config.flash_gateway
+            && !conn.second
+            && conn.scenario == Scenario::Good
+        {
+            // --flash-gateway: the policy came; now the game connection.
+            drop(conn);
+            let next = Client {
+                second: true,
+                ..client
+            };
+            self.attempt(next, self.plan.config.target, None, now);
+            return;
+        }
         let fallback = if conn.fallback_attempt {
             None
         } else if conn.scenario.wants_policy() {
