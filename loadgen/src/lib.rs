@@ -4,7 +4,11 @@
 //! Each simulated client does what Flash Player does: connect, send
 //! `<policy-file-request/>\0`, read until the server closes, check the reply
 //! (byte for byte with `--expect`, else a valid policy and exactly one NUL),
-//! close. Every wrong reply is an error, never a success.
+//! close. Every wrong reply is an error, never a success. With `--payload
+//! BYTES` (the echo test, for a gateway in front of an echo server) a client
+//! sends that many bytes of its own pattern instead, half-closes, and must
+//! get exactly them back (with `--flash-gateway`, after a policy request on
+//! a first connection).
 //!
 //! * Closed loop (`--connections N`): N clients, each restarting when done.
 //!   Latency is each connection's own service time; a stalled server also
