@@ -49,6 +49,8 @@ fn end_index(end: End) -> usize {
         End::Shed => 4,
         End::ProxyInvalid => 5,
         End::OverIpLimit => 6,
+        End::Relayed => 7,
+        End::UpstreamFailed => 8,
     }
 }
 

@@ -1,0 +1,356 @@
+//! `--gateway` end to end on loopback, with the policy workers on both
+//! engines: the policy on the game port, relays of XML and binary
+//! protocols, 1 MiB each way, half-close and reset propagation, an
+//! upstream that is down, a server that speaks first, PROXY v2 toward the
+//! upstream, 200 concurrent relays, and no descriptor left behind.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use flashpolicy_proto::proxy::{HeaderReader, Step};
+
+/// What the in-test game server does with each connection.
+#[derive(Clone, Copy)]
+enum Upstream {
+    /// Echoes everything; on end-of-stream, half-closes too.
+    Echo,
+    /// Sends a banner first, then echoes.
+    Banner,
+    /// Reads one byte, then resets the connection.
+    Reset,
+}
+
+const BANNER: &[u8] = b"<cross-domain-hello/>\0";
+
+/// Starts a game server on a loopback port; it serves until the test
+/// process ends (each connection on a thread of its own).
+fn upstream(mode: Upstream) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the upstream");
+    let addr = listener.local_addr().expect("upstream addr");
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(20)));
+                match mode {
+                    Upstream::Echo => echo(&mut stream),
+                    Upstream::Banner => {
+                        let _ = stream.write_all(BANNER);
+                        echo(&mut stream);
+                    }
+                    Upstream::Reset => {
+                        let mut one = [0u8; 1];
+                        let _ = stream.read(&mut one);
+                        let s = socket2::SockRef::from(&stream);
+                        let _ = s.set_linger(Some(Duration::ZERO));
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn echo(stream: &mut TcpStream) {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => {
+                let _ = stream.shutdown(Shutdown::Write);
+                return;
+            }
+            Ok(n) => {
+                if stream.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// A server with one policy listener and one gateway in front of `up`.
+fn gateway(backend: &'static str, up: SocketAddr, args: &[&str]) -> (Server, SocketAddr) {
+    let spec = format!("127.0.0.1:0={up}");
+    let server = Server::builder(backend)
+        .args(&["--gateway", &spec, "--threads", "2", "--log", "debug"])
+        .args(args)
+        .start();
+    let deadline = Instant::now() + PROCESS_TIMEOUT;
+    loop {
+        let log = server.log_text();
+        if let Some(addr) = log.lines().find_map(|l| {
+            let rest = &l[l.find("gateway on ")? + "gateway on ".len()..];
+            rest.split_whitespace().next()?.parse().ok()
+        }) {
+            return (server, addr);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "[{backend}] no gateway line:\n{log}"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Sends `bytes`, half-closes, and reads everything back until the close.
+fn round_trip(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let mut s = connect(addr);
+    let writer = {
+        let mut w = s.try_clone().expect("clone");
+        let bytes = bytes.to_vec();
+        thread::spawn(move || {
+            w.write_all(&bytes).expect("send");
+            w.shutdown(Shutdown::Write).expect("half-close");
+        })
+    };
+    let got = read_to_close(&mut s, 4 << 20).expect("read to the close");
+    writer.join().expect("writer");
+    got
+}
+
+fn stop(mut server: Server, context: &str) -> flashpolicy_proto::serve::Tally {
+    server.signal(libc::SIGTERM);
+    let log = server.expect_exit(0, context);
+    expect_totals(&log, context)
+}
+
+#[test]
+fn the_policy_is_served_on_the_game_port_in_any_split() {
+    let up = upstream(Upstream::Echo);
+    for backend in backends() {
+        let (server, addr) = gateway(backend, up, &[]);
+        let reply = default_reply();
+        assert_served(addr, &[REQUEST], &reply, backend);
+        for cut in 1..REQUEST.len() {
+            let (a, b) = REQUEST.split_at(cut);
+            assert_served(
+                addr,
+                &[a, b],
+                &reply,
+                &format!("[{backend}] split at {cut}"),
+            );
+        }
+        let totals = stop(server, backend);
+        assert_eq!(totals.served, REQUEST.len() as u64, "[{backend}]");
+        assert_eq!(totals.relayed, 0, "[{backend}]");
+    }
+}
+
+#[test]
+fn game_protocols_are_relayed_byte_for_byte() {
+    let up = upstream(Upstream::Echo);
+    for backend in backends() {
+        let (server, addr) = gateway(backend, up, &[]);
+        let xml = b"<msg t='sys'><body action='verChk' r='0'><ver v='161' /></body></msg>\0";
+        assert_eq!(round_trip(addr, xml), xml, "[{backend}] xml");
+        let binary: Vec<u8> = (0..=255u8).rev().cycle().take(3000).collect();
+        assert_eq!(round_trip(addr, &binary), binary, "[{backend}] binary");
+        // A prefix of the request and then other bytes: all of them.
+        let mut prefixed = b"<policy-file-req".to_vec();
+        prefixed.extend_from_slice(b"uest/>X and more");
+        assert_eq!(round_trip(addr, &prefixed), prefixed, "[{backend}] prefix");
+        // A bare prefix then the half-close: relayed, half-close passed on.
+        assert_eq!(
+            round_trip(addr, b"<pol"),
+            b"<pol",
+            "[{backend}] bare prefix"
+        );
+        let totals = stop(server, backend);
+        assert_eq!(totals.relayed, 4, "[{backend}]");
+    }
+}
+
+#[test]
+fn a_mebibyte_each_way_arrives_intact() {
+    let up = upstream(Upstream::Echo);
+    for backend in backends() {
+        let (server, addr) = gateway(backend, up, &[]);
+        let data: Vec<u8> = (0..(1u32 << 20))
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
+        let got = round_trip(addr, &data);
+        assert!(got == data, "[{backend}] {} bytes back", got.len());
+        stop(server, backend);
+    }
+}
+
+#[test]
+fn a_half_close_leaves_the_other_direction_open() {
+    let up = upstream(Upstream::Echo);
+    for backend in backends() {
+        let (server, addr) = gateway(backend, up, &[]);
+        let mut s = connect(addr);
+        s.write_all(b"first").expect("send");
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).expect("echoed");
+        assert_eq!(&buf, b"first");
+        s.write_all(b" second").expect("send");
+        s.shutdown(Shutdown::Write).expect("half-close");
+        // The upstream saw the half-close (it half-closes back after
+        // echoing what came before it).
+        let got = read_to_close(&mut s, 1024).expect("the rest, then a FIN");
+        assert_eq!(got, b" second", "[{backend}]");
+        stop(server, backend);
+    }
+}
+
+#[test]
+fn a_reset_upstream_resets_the_client() {
+    let up = upstream(Upstream::Reset);
+    for backend in backends() {
+        let (server, addr) = gateway(backend, up, &[]);
+        let mut s = connect(addr);
+        s.write_all(b"hello").expect("send");
+        match read_to_close(&mut s, 1024) {
+            Err((e, _)) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "[{backend}]"),
+            Ok(got) => panic!(
+                "[{backend}] a clean close after {} bytes, not a reset",
+                got.len()
+            ),
+        }
+        stop(server, backend);
+    }
+}
+
+#[test]
+fn an_upstream_that_is_down_closes_the_client_and_is_counted() {
+    // A port nothing listens on: bound, then closed.
+    let down = TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    for backend in backends() {
+        let (server, addr) = gateway(backend, down, &[]);
+        for _ in 0..3 {
+            let mut s = connect(addr);
+            s.write_all(b"<msg/>").expect("send");
+            let _ = read_to_close(&mut s, 1024);
+        }
+        assert!(
+            server.wait_for_log(&format!("upstream {down} failed"), IO_TIMEOUT),
+            "[{backend}] the log names the upstream:\n{}",
+            server.log_text()
+        );
+        let totals = stop(server, backend);
+        assert_eq!(totals.upstream_failed, 3, "[{backend}]");
+        assert_eq!(
+            totals.ended_total(),
+            totals.accepted,
+            "[{backend}] every connection counted once"
+        );
+    }
+}
+
+#[test]
+fn a_server_that_speaks_first_gets_through_after_the_gateway_wait() {
+    let up = upstream(Upstream::Banner);
+    for backend in backends() {
+        let (server, addr) = gateway(backend, up, &["--gateway-wait", "200ms"]);
+        let mut s = connect(addr);
+        let mut banner = vec![0u8; BANNER.len()];
+        s.read_exact(&mut banner).expect("the banner");
+        assert_eq!(banner, BANNER, "[{backend}]");
+        s.write_all(b"reply").expect("send");
+        s.shutdown(Shutdown::Write).expect("half-close");
+        let got = read_to_close(&mut s, 1024).expect("echo");
+        assert_eq!(got, b"reply", "[{backend}]");
+        stop(server, backend);
+    }
+}
+
+#[test]
+fn proxy_v2_toward_the_upstream_names_the_client() {
+    let up = upstream(Upstream::Echo);
+    for backend in backends() {
+        let (server, addr) = gateway(backend, up, &["--upstream-proxy-protocol", "v2"]);
+        let mut s = connect_from("127.0.0.9", addr);
+        s.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        let me = s.local_addr().expect("local");
+        s.write_all(b"<msg/>").expect("send");
+        s.shutdown(Shutdown::Write).expect("half-close");
+        // The echo server sends back the header it got, then the bytes.
+        let got = read_to_close(&mut s, 1024).expect("echo");
+        let mut reader = HeaderReader::default();
+        match reader.feed(&got) {
+            Step::Header {
+                client, consumed, ..
+            } => {
+                assert_eq!(client, Some(me), "[{backend}]");
+                assert_eq!(&got[consumed..], b"<msg/>", "[{backend}]");
+            }
+            other => panic!("[{backend}] not a PROXY header: {other:?} in {got:?}"),
+        }
+        stop(server, backend);
+    }
+}
+
+#[test]
+fn two_hundred_relays_at_once_and_no_descriptor_left() {
+    let up = upstream(Upstream::Echo);
+    for backend in backends() {
+        let (server, addr) = gateway(backend, up, &[]);
+        let pid = server.pid();
+        // Settle: one relay, so everything lazily opened is open.
+        assert_eq!(round_trip(addr, b"<m/>"), b"<m/>");
+        thread::sleep(Duration::from_millis(100));
+        let idle = open_fds(pid);
+        let mut clients: Vec<TcpStream> = (0..200).map(|_| connect(addr)).collect();
+        for (i, c) in clients.iter_mut().enumerate() {
+            c.write_all(format!("<msg n='{i}'/>").as_bytes())
+                .expect("send");
+        }
+        for (i, c) in clients.iter_mut().enumerate() {
+            let want = format!("<msg n='{i}'/>");
+            let mut buf = vec![0u8; want.len()];
+            c.read_exact(&mut buf).expect("echo");
+            assert_eq!(buf, want.as_bytes(), "[{backend}] relay {i}");
+        }
+        drop(clients);
+        wait_for_fds(pid, idle, &format!("[{backend}] after 200 relays"));
+        let totals = stop(server, backend);
+        assert_eq!(totals.relayed, 201, "[{backend}]");
+    }
+}
+
+#[test]
+fn bad_gateway_options_are_refused_naming_the_option() {
+    for (args, needle) in [
+        (&["--gateway", "127.0.0.1:9339"][..], "--gateway"),
+        (&["--gateway", "127.0.0.1:0=127.0.0.1:0"][..], "--gateway"),
+        (
+            &[
+                "--gateway",
+                "127.0.0.1:0=127.0.0.1:9",
+                "--gateway-wait",
+                "10s",
+            ][..],
+            "--gateway-wait",
+        ),
+        (
+            &["--upstream-proxy-protocol", "v2"][..],
+            "--upstream-proxy-protocol",
+        ),
+        (
+            &[
+                "--gateway",
+                "127.0.0.1:0=127.0.0.1:9",
+                "--upstream-proxy-protocol",
+                "v3",
+            ][..],
+            "--upstream-proxy-protocol",
+        ),
+    ] {
+        let mut full = vec!["--listen", "127.0.0.1:0"];
+        full.extend_from_slice(args);
+        let (status, log) = run_to_exit(&full, PROCESS_TIMEOUT);
+        let status = status.expect("exits");
+        assert!(!status.success(), "{args:?}: {log}");
+        assert!(log.contains(needle), "{args:?}: {log}");
+    }
+}
