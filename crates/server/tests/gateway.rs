@@ -6,8 +6,9 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::mpsc::{self, Receiver};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,8 @@ enum Upstream {
     Banner,
     /// Reads one byte, then resets the connection.
     Reset,
+    /// Reads nothing, and holds the connection open for a while.
+    Stall,
 }
 
 const BANNER: &[u8] = b"<cross-domain-hello/>\0";
@@ -43,6 +46,7 @@ fn upstream(mode: Upstream) -> SocketAddr {
                         let _ = stream.write_all(BANNER);
                         echo(&mut stream);
                     }
+                    Upstream::Stall => thread::sleep(Duration::from_secs(20)),
                     Upstream::Reset => {
                         let mut one = [0u8; 1];
                         let _ = stream.read(&mut one);
@@ -216,6 +220,105 @@ fn a_reset_upstream_resets_the_client() {
         }
         stop(server, backend);
     }
+}
+
+/// A game server that reports how each connection's read side ended: the
+/// bytes, and the error kind (`None`: end-of-stream).
+fn reporting_upstream() -> (SocketAddr, Receiver<(Vec<u8>, Option<io::ErrorKind>)>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the upstream");
+    let addr = listener.local_addr().expect("upstream addr");
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let tx = tx.clone();
+            thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                let end = loop {
+                    match stream.read(&mut buf) {
+                        Ok(0) => break None,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                        Err(e) => break Some(e.kind()),
+                    }
+                };
+                let _ = tx.send((got, end));
+            });
+        }
+    });
+    (addr, rx)
+}
+
+#[test]
+fn a_reset_client_resets_the_upstream() {
+    let (up, reports) = reporting_upstream();
+    for backend in backends() {
+        let (server, addr) = gateway(backend, up, &[]);
+        let s = connect(addr);
+        (&s).write_all(b"<msg/>").expect("send");
+        thread::sleep(Duration::from_millis(100));
+        socket2::SockRef::from(&s)
+            .set_linger(Some(Duration::ZERO))
+            .expect("linger");
+        drop(s);
+        let (got, end) = reports.recv_timeout(IO_TIMEOUT).expect("a report");
+        assert_eq!(got, b"<msg/>", "[{backend}]");
+        assert_eq!(end, Some(io::ErrorKind::ConnectionReset), "[{backend}]");
+        stop(server, backend);
+    }
+}
+
+#[test]
+fn a_flooding_client_and_a_stalled_upstream_do_not_grow_the_gateway() {
+    let up = upstream(Upstream::Stall);
+    for backend in backends() {
+        let (server, addr) = gateway(backend, up, &[]);
+        let pid = server.pid();
+        let mut s = connect(addr);
+        s.write_all(b"<flood/>").expect("send");
+        thread::sleep(Duration::from_millis(100));
+        let before = rss_kb(pid);
+        s.set_nonblocking(true).expect("nonblocking");
+        let chunk = vec![0x5au8; 64 * 1024];
+        let mut written = 0usize;
+        let mut blocked_since: Option<Instant> = None;
+        // Until the gateway stops taking bytes (blocked for half a second)
+        // or 256 MiB went in, which an unbounded buffer would take.
+        while written < 256 << 20 {
+            match s.write(&chunk) {
+                Ok(n) => {
+                    written += n;
+                    blocked_since = None;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let since = *blocked_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > Duration::from_millis(500) {
+                        break;
+                    }
+                    thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("[{backend}] write: {e}"),
+            }
+        }
+        assert!(written < 256 << 20, "[{backend}] the gateway took it all");
+        let after = rss_kb(pid);
+        assert!(
+            after < before + 8 * 1024,
+            "[{backend}] RSS {before} kB -> {after} kB after {written} bytes in"
+        );
+        drop(s);
+        stop(server, backend);
+    }
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
 }
 
 #[test]
