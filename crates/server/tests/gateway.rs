@@ -222,9 +222,12 @@ fn a_reset_upstream_resets_the_client() {
     }
 }
 
-/// A game server that reports how each connection's read side ended: the
-/// bytes, and the error kind (`None`: end-of-stream).
-fn reporting_upstream() -> (SocketAddr, Receiver<(Vec<u8>, Option<io::ErrorKind>)>) {
+/// What a reporting upstream saw on one connection: the bytes, and the
+/// error kind that ended the read (`None`: end-of-stream).
+type Report = (Vec<u8>, Option<io::ErrorKind>);
+
+/// A game server that reports how each connection's read side ended.
+fn reporting_upstream() -> (SocketAddr, Receiver<Report>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind the upstream");
     let addr = listener.local_addr().expect("upstream addr");
     let (tx, rx) = mpsc::channel();
