@@ -320,6 +320,21 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 /// shorter timeout.
 pub const DEFER_ACCEPT_MIN_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Where the policy is served, for its warnings: the policy listeners and
+/// the `--gateway` ports (a policy answered on a game port of 1024 or
+/// above grants no port below 1024).
+fn with_gateways(listen: &Listen, gateways: &[crate::gateway::GatewaySpec]) -> Listen {
+    if gateways.is_empty() {
+        return listen.clone();
+    }
+    let mut addrs = match listen {
+        Listen::Addrs(addrs) => addrs.clone(),
+        Listen::Default => vec![SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 843))],
+    };
+    addrs.extend(gateways.iter().map(|g| g.listen));
+    Listen::Addrs(addrs)
+}
+
 impl Config {
     /// How long a worker gives a connection after accepting it: `timeout`,
     /// less what `TCP_DEFER_ACCEPT` may already have held it in the kernel,
@@ -368,7 +383,7 @@ impl Config {
             summary: policy_summary,
             mut warnings,
             compat,
-        } = policy_source.load(&listen)?;
+        } = policy_source.load(&with_gateways(&listen, &args.gateway))?;
         if args.strict && !compat.is_empty() {
             return Err(ConfigError::Strict(compat));
         }

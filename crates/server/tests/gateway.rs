@@ -5,6 +5,9 @@
 //! upstream, 200 concurrent relays, and no descriptor left behind.
 
 mod common;
+#[path = "common/scrape.rs"]
+#[allow(dead_code)] // shared with metrics.rs, which uses all of it
+mod scrape;
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -422,6 +425,74 @@ fn two_hundred_relays_at_once_and_no_descriptor_left() {
         let totals = stop(server, backend);
         assert_eq!(totals.relayed, 201, "[{backend}]");
     }
+}
+
+#[test]
+fn relays_and_their_bytes_show_in_the_metrics() {
+    let up = upstream(Upstream::Echo);
+    for backend in backends() {
+        let (server, addr) = gateway(backend, up, &["--metrics", "127.0.0.1:0"]);
+        let metrics = server
+            .log_text()
+            .lines()
+            .find_map(|l| {
+                let rest = &l[l.find("metrics at http://")? + "metrics at http://".len()..];
+                rest.strip_suffix("/metrics")?.parse::<SocketAddr>().ok()
+            })
+            .unwrap_or_else(|| panic!("[{backend}] no metrics line:\n{}", server.log_text()));
+        let data = vec![7u8; 1000];
+        assert_eq!(round_trip(addr, &data), data, "[{backend}]");
+        let relayed = |body: &str| -> u64 {
+            (0..4)
+                .filter_map(|w| scrape::ended(body, flashpolicy_proto::serve::End::Relayed, w))
+                .sum()
+        };
+        // The relay is counted once the gateway has seen both closes.
+        let body = scrape::scrape_until(metrics, backend, |body| relayed(body) == 1);
+        assert_eq!(
+            scrape::value(&body, r#"flashpolicyd_relayed_bytes_total{direction="up"}"#),
+            Some(1000),
+            "[{backend}]\n{body}"
+        );
+        assert_eq!(
+            scrape::value(
+                &body,
+                r#"flashpolicyd_relayed_bytes_total{direction="down"}"#
+            ),
+            Some(1000),
+            "[{backend}]\n{body}"
+        );
+        if let Some(promtool) = scrape::promtool() {
+            scrape::promtool_check(&promtool, &body, backend);
+        }
+        stop(server, backend);
+    }
+}
+
+#[test]
+fn a_game_port_above_1024_warns_about_grants_below_1024() {
+    let (status, log) = run_to_exit(
+        &[
+            "--check",
+            "--listen",
+            "127.0.0.1:843",
+            "--allow",
+            "*:80",
+            "--gateway",
+            "127.0.0.1:9339=127.0.0.1:9340",
+        ],
+        PROCESS_TIMEOUT,
+    );
+    assert!(status.expect("exits").success(), "{log}");
+    assert!(
+        log.contains("127.0.0.1:9339, a port of 1024 or above"),
+        "{log}"
+    );
+    let (_, without) = run_to_exit(
+        &["--check", "--listen", "127.0.0.1:843", "--allow", "*:80"],
+        PROCESS_TIMEOUT,
+    );
+    assert!(!without.contains("a port of 1024 or above"), "{without}");
 }
 
 #[test]

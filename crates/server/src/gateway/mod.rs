@@ -18,6 +18,7 @@ use flashpolicy_proto::serve::AddressLimit;
 use crate::control::{ShutdownFlag, Wakeup};
 use crate::reload::ReplyMailbox;
 
+mod conn;
 mod spec;
 pub(crate) mod worker;
 

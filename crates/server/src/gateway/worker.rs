@@ -9,12 +9,14 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use flashpolicy_proto::serve::{AddressLimit, End, Hold, RateLimit, Sniff, Step};
+
+use super::conn::{conn_step, Conn, Driven, Stage};
 use mio::net::{TcpListener, TcpStream};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
@@ -22,9 +24,8 @@ use slab::Slab;
 use tracing::{debug, warn};
 
 use super::GatewayCtx;
-use crate::engine::common::RECV_LEN;
 use crate::relay::proxy_header::{self, UpstreamProxy};
-use crate::relay::{Progress, Relay};
+use crate::relay::Relay;
 
 const WAKEUP: Token = Token(usize::MAX);
 const LISTENER_BASE: usize = usize::MAX / 2;
@@ -40,38 +41,6 @@ enum Timer {
 }
 
 type Due = Reverse<(Instant, usize, u32, Timer)>;
-
-#[derive(Debug)]
-struct Conn {
-    client: TcpStream,
-    generation: u32,
-    /// Index of the listener it came from (its upstream).
-    listener: usize,
-    peer: SocketAddr,
-    /// `--timeout` for the stage it is in.
-    deadline: Instant,
-    stage: Stage,
-    /// `--max-per-ip`: given back when the connection is dropped.
-    _hold: Option<Hold>,
-}
-
-#[derive(Debug)]
-enum Stage {
-    Sniffing(Sniff),
-    Policy {
-        reply: &'static [u8],
-        sent: usize,
-    },
-    Connecting {
-        upstream: TcpStream,
-        first: Vec<u8>,
-        client_eof: bool,
-    },
-    Relaying {
-        upstream: TcpStream,
-        relay: Box<Relay>,
-    },
-}
 
 /// Where a connection stands after an event.
 enum Next {
@@ -134,8 +103,12 @@ pub(crate) fn run(ctx: GatewayCtx) -> io::Result<()> {
                         // Relays end with the process: their sockets close.
                         debug!("gateway {}: {} connections closed", g.id, g.conns.len());
                         for conn in g.conns.drain() {
-                            let end = match conn.stage {
-                                Stage::Relaying { .. } => End::Relayed,
+                            let end = match &conn.stage {
+                                Stage::Relaying { relay, .. } => {
+                                    let moved = relay.moved();
+                                    g.tally.relayed_bytes(moved.up, moved.down);
+                                    End::Relayed
+                                }
                                 _ => End::Failed,
                             };
                             g.tally.ended(end);
@@ -399,6 +372,7 @@ impl Gateway {
             let conn = self.conns.remove(key);
             if let Stage::Relaying { relay, .. } = &conn.stage {
                 let moved = relay.moved();
+                self.tally.relayed_bytes(moved.up, moved.down);
                 debug!(
                     "gateway {}: {} relayed, {} bytes up, {} down",
                     self.id, conn.peer, moved.up, moved.down
@@ -406,72 +380,6 @@ impl Gateway {
             }
             drop(conn);
             self.tally.ended(end);
-        }
-    }
-}
-
-/// What readiness of a connection amounted to.
-enum Driven {
-    Wait,
-    Close(End),
-    Policy,
-    Relay { first: Vec<u8>, eof: bool },
-    UpstreamReady,
-    UpstreamFailed(io::Error),
-}
-
-/// Does what the connection's stage can do now.
-fn conn_step(conn: &mut Conn) -> Driven {
-    match &mut conn.stage {
-        Stage::Sniffing(sniff) => sniff_step(&mut conn.client, sniff),
-        Stage::Policy { reply, sent } => loop {
-            let Some(rest) = reply.get(*sent..).filter(|r| !r.is_empty()) else {
-                return Driven::Close(End::Served);
-            };
-            match conn.client.write(rest) {
-                Ok(0) => return Driven::Close(End::Failed),
-                Ok(n) => *sent += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Driven::Wait,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Driven::Close(End::Failed),
-            }
-        },
-        Stage::Connecting { upstream, .. } => match upstream.take_error() {
-            Ok(Some(e)) | Err(e) => Driven::UpstreamFailed(e),
-            Ok(None) => match upstream.peer_addr() {
-                Ok(_) => Driven::UpstreamReady,
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => Driven::Wait,
-                Err(e) => Driven::UpstreamFailed(e),
-            },
-        },
-        Stage::Relaying { upstream, relay } => match relay.pump(&conn.client, upstream) {
-            Progress::Open => Driven::Wait,
-            Progress::Closed | Progress::Aborted => Driven::Close(End::Relayed),
-        },
-    }
-}
-
-/// Reads while the verdict is open; at most one stack buffer of bytes is
-/// read past a verdict's first byte.
-fn sniff_step(client: &mut TcpStream, sniff: &mut Sniff) -> Driven {
-    let mut buf = [0u8; RECV_LEN];
-    loop {
-        let (step, read) = match client.read(&mut buf) {
-            Ok(0) => (sniff.on_eof(), 0),
-            Ok(n) => (sniff.on_bytes(&buf[..n]), n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Driven::Wait,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => return Driven::Close(End::Failed),
-        };
-        match step {
-            Step::Wait => {}
-            Step::Policy => return Driven::Policy,
-            Step::TimedOut => return Driven::Close(End::TimedOut),
-            Step::Relay { already, eof } => {
-                let mut first = already.prefix().to_vec();
-                first.extend_from_slice(&buf[..read]);
-                return Driven::Relay { first, eof };
-            }
         }
     }
 }
