@@ -211,6 +211,7 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
             timeout: config.timeout,
             wait: config.gateway_wait,
             upstream_proxy: config.upstream_proxy,
+            proxy: config.proxy.clone().map(Arc::new),
             max_connections: per_worker,
             address_limit,
             wakeup,

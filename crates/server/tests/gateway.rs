@@ -400,6 +400,74 @@ fn proxy_v2_toward_the_upstream_names_the_client() {
 }
 
 #[test]
+fn behind_a_balancer_the_players_address_goes_on_upstream() {
+    let up = upstream(Upstream::Echo);
+    for backend in backends() {
+        let (server, addr) = gateway(
+            backend,
+            up,
+            &[
+                "--proxy-protocol",
+                "--proxy-from",
+                "127.0.0.1/32",
+                "--upstream-proxy-protocol",
+                "v1",
+            ],
+        );
+        let incoming = b"PROXY TCP4 192.0.2.9 127.0.0.1 5555 9339\r\n";
+        // A header, then the policy request: the policy.
+        let mut request = incoming.to_vec();
+        request.extend_from_slice(REQUEST);
+        for cut in [1, incoming.len(), incoming.len() + 3] {
+            let (a, b) = request.split_at(cut);
+            assert_served(
+                addr,
+                &[a, b],
+                &default_reply(),
+                &format!("[{backend}] cut {cut}"),
+            );
+        }
+        // A header, then a game: the game server hears of 192.0.2.9:5555.
+        let mut game = incoming.to_vec();
+        game.extend_from_slice(b"<msg/>");
+        let got = round_trip(addr, &game);
+        match HeaderReader::default().feed(&got) {
+            Step::Header { client, consumed } => {
+                assert_eq!(client, Some("192.0.2.9:5555".parse().expect("addr")));
+                assert_eq!(&got[consumed..], b"<msg/>", "[{backend}]");
+            }
+            other => panic!("[{backend}] not a PROXY header: {other:?} in {got:?}"),
+        }
+        // A peer outside --proxy-from: closed, nothing relayed.
+        let stranger = connect_from("127.0.0.2", addr);
+        assert_closed_without_reply(stranger, backend);
+        let totals = stop(server, backend);
+        assert_eq!(totals.proxy_invalid, 1, "[{backend}]");
+        assert_eq!(totals.relayed, 1, "[{backend}]");
+        assert_eq!(totals.served, 3, "[{backend}]");
+    }
+}
+
+#[test]
+fn max_per_ip_counts_gateway_connections() {
+    let up = upstream(Upstream::Echo);
+    for backend in backends() {
+        let (server, addr) = gateway(backend, up, &["--max-per-ip", "1"]);
+        let mut first = connect_from("127.0.0.3", addr);
+        first.write_all(b"<msg/>").expect("send");
+        let mut echo = [0u8; 6];
+        first.read_exact(&mut echo).expect("relayed");
+        let second = connect_from("127.0.0.3", addr);
+        assert_closed_without_reply(second, backend);
+        // Another address is not held back.
+        assert_eq!(round_trip(addr, b"<other/>"), b"<other/>", "[{backend}]");
+        drop(first);
+        let totals = stop(server, backend);
+        assert_eq!(totals.over_ip_limit, 1, "[{backend}]");
+    }
+}
+
+#[test]
 fn two_hundred_relays_at_once_and_no_descriptor_left() {
     let up = upstream(Upstream::Echo);
     for backend in backends() {

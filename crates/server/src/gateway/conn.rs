@@ -5,7 +5,8 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use flashpolicy_proto::serve::{End, Hold, Sniff, Step};
+use flashpolicy_proto::proxy::{self, HeaderReader};
+use flashpolicy_proto::serve::{AddressLimit, End, Hold, Sniff, Step};
 use mio::net::TcpStream;
 
 use crate::engine::common::RECV_LEN;
@@ -18,15 +19,22 @@ pub(super) struct Conn {
     /// Index of the listener it came from (its upstream).
     pub(super) listener: usize,
     pub(super) peer: SocketAddr,
+    /// The player: the peer, or with `--proxy-protocol` the header's
+    /// source (the peer for `LOCAL`/`UNKNOWN`).
+    pub(super) player: SocketAddr,
+    /// `--max-per-ip`, applied once the player is known.
+    pub(super) limit: Option<&'static AddressLimit>,
     /// `--timeout` for the stage it is in.
     pub(super) deadline: Instant,
     pub(super) stage: Stage,
     /// `--max-per-ip`: given back when the connection is dropped.
-    pub(super) _hold: Option<Hold>,
+    pub(super) hold: Option<Hold>,
 }
 
 #[derive(Debug)]
 pub(super) enum Stage {
+    /// `--proxy-protocol`: the balancer's PROXY header first.
+    Header(Box<HeaderReader>),
     Sniffing(Sniff),
     Policy {
         reply: &'static [u8],
@@ -56,7 +64,8 @@ pub(super) enum Driven {
 /// Does what the connection's stage can do now.
 pub(super) fn conn_step(conn: &mut Conn) -> Driven {
     match &mut conn.stage {
-        Stage::Sniffing(sniff) => sniff_step(&mut conn.client, sniff),
+        Stage::Header(_) => header_step(conn),
+        Stage::Sniffing(sniff) => sniff_step(&mut conn.client, sniff, &[]),
         Stage::Policy { reply, sent } => loop {
             let Some(rest) = reply.get(*sent..).filter(|r| !r.is_empty()) else {
                 return Driven::Close(End::Served);
@@ -84,9 +93,68 @@ pub(super) fn conn_step(conn: &mut Conn) -> Driven {
     }
 }
 
-/// Reads while the verdict is open; at most one stack buffer of bytes is
-/// read past a verdict's first byte.
-fn sniff_step(client: &mut TcpStream, sniff: &mut Sniff) -> Driven {
+/// `--max-per-ip` for the player, once known: `false` if over.
+pub(super) fn hold_player(conn: &mut Conn) -> bool {
+    let Some(limit) = conn.limit else {
+        return true;
+    };
+    match limit.try_hold(conn.player.ip()) {
+        Some(hold) => {
+            conn.hold = Some(hold);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Reads the PROXY header; what follows it in the same read is sniffed.
+fn header_step(conn: &mut Conn) -> Driven {
+    let mut buf = [0u8; RECV_LEN];
+    loop {
+        let Stage::Header(reader) = &mut conn.stage else {
+            return Driven::Wait;
+        };
+        let n = match conn.client.read(&mut buf) {
+            Ok(0) => return Driven::Close(End::ProxyInvalid),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Driven::Wait,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return Driven::Close(End::Failed),
+        };
+        match reader.feed(&buf[..n]) {
+            proxy::Step::NeedMore => {}
+            proxy::Step::Invalid(_) => return Driven::Close(End::ProxyInvalid),
+            proxy::Step::Header { client, consumed } => {
+                conn.player = client.unwrap_or(conn.peer);
+                if !hold_player(conn) {
+                    return Driven::Close(End::OverIpLimit);
+                }
+                let mut sniff = Sniff::new();
+                let rest = buf.get(consumed..n).unwrap_or(&[]);
+                let driven = sniff_step(&mut conn.client, &mut sniff, rest);
+                conn.stage = Stage::Sniffing(sniff);
+                return driven;
+            }
+        }
+    }
+}
+
+/// Sniffs `first` (bytes already read), then reads while the verdict is
+/// open; at most one stack buffer of bytes is read past a verdict's first
+/// byte.
+fn sniff_step(client: &mut TcpStream, sniff: &mut Sniff, first: &[u8]) -> Driven {
+    if !first.is_empty() {
+        match sniff.on_bytes(first) {
+            Step::Wait => {}
+            Step::Policy => return Driven::Policy,
+            Step::TimedOut => return Driven::Close(End::TimedOut),
+            Step::Relay { already, eof } => {
+                let mut bytes = already.prefix().to_vec();
+                bytes.extend_from_slice(first);
+                return Driven::Relay { first: bytes, eof };
+            }
+        }
+    }
     let mut buf = [0u8; RECV_LEN];
     loop {
         let (step, read) = match client.read(&mut buf) {

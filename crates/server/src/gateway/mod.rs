@@ -44,6 +44,8 @@ pub(crate) struct GatewayCtx {
     pub upstream_proxy: Option<UpstreamProxy>,
     /// Most connections this thread holds open at once.
     pub max_connections: usize,
+    /// `--proxy-protocol`: each connection starts with a PROXY header.
+    pub proxy: Option<std::sync::Arc<flashpolicy_proto::proxy::ProxySettings>>,
     /// `--max-per-ip`.
     pub address_limit: Option<&'static AddressLimit>,
     /// Fires when the thread should look at `shutdown` and `new_reply`.

@@ -14,9 +14,11 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use flashpolicy_proto::serve::{AddressLimit, End, Hold, RateLimit, Sniff, Step};
+use flashpolicy_proto::proxy::ProxySettings;
+use flashpolicy_proto::serve::{AddressLimit, End, RateLimit, Sniff, Step};
+use std::sync::Arc;
 
-use super::conn::{conn_step, Conn, Driven, Stage};
+use super::conn::{conn_step, hold_player, Conn, Driven, Stage};
 use mio::net::{TcpListener, TcpStream};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
@@ -77,6 +79,7 @@ pub(crate) fn run(ctx: GatewayCtx) -> io::Result<()> {
         timeout: ctx.timeout,
         wait: ctx.wait,
         upstream_proxy: ctx.upstream_proxy,
+        proxy: ctx.proxy,
         max: ctx.max_connections.max(1),
         address_limit: ctx.address_limit,
         tally: ctx.tally,
@@ -135,6 +138,7 @@ struct Gateway {
     timeout: Duration,
     wait: Duration,
     upstream_proxy: Option<UpstreamProxy>,
+    proxy: Option<Arc<ProxySettings>>,
     max: usize,
     address_limit: Option<&'static AddressLimit>,
     tally: crate::metrics::LiveTally,
@@ -163,28 +167,20 @@ impl Gateway {
                 self.tally.ended(End::Shed);
                 continue;
             }
-            let hold = match self.address_limit {
-                None => None,
-                Some(limit) => match limit.try_hold(peer.ip()) {
-                    Some(hold) => Some(hold),
-                    None => {
-                        self.tally.ended(End::OverIpLimit);
-                        continue;
-                    }
-                },
-            };
-            self.start(stream, peer, i, hold, now);
+            self.start(stream, peer, i, now);
         }
     }
 
-    fn start(
-        &mut self,
-        mut client: TcpStream,
-        peer: SocketAddr,
-        listener: usize,
-        hold: Option<Hold>,
-        now: Instant,
-    ) {
+    fn start(&mut self, mut client: TcpStream, peer: SocketAddr, listener: usize, now: Instant) {
+        // With --proxy-protocol, only --proxy-from peers may send a header.
+        let stage = match &self.proxy {
+            None => Stage::Sniffing(Sniff::new()),
+            Some(settings) if settings.trusts(peer.ip()) => Stage::Header(Box::default()),
+            Some(_) => {
+                self.tally.ended(End::ProxyInvalid);
+                return;
+            }
+        };
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1);
         let entry = self.conns.vacant_entry();
@@ -199,15 +195,23 @@ impl Gateway {
             return;
         }
         let deadline = now + self.timeout;
-        entry.insert(Conn {
+        let mut conn = Conn {
             client,
             generation,
             listener,
             peer,
+            player: peer,
+            limit: self.address_limit,
             deadline,
-            stage: Stage::Sniffing(Sniff::new()),
-            _hold: hold,
-        });
+            stage,
+            hold: None,
+        };
+        // Without PROXY the player is the peer, known now.
+        if matches!(conn.stage, Stage::Sniffing(_)) && !hold_player(&mut conn) {
+            self.tally.ended(End::OverIpLimit);
+            return;
+        }
+        entry.insert(conn);
         self.timers
             .push(Reverse((now + self.wait, key, generation, Timer::Silence)));
         self.timers
@@ -260,7 +264,7 @@ impl Gateway {
         let mut first = Vec::new();
         if let Some(version) = header_for {
             let local = conn.client.local_addr().unwrap_or(upstream_addr);
-            first = proxy_header::encode(version, conn.peer, local);
+            first = proxy_header::encode(version, conn.player, local);
         }
         first.extend_from_slice(&already);
         let mut upstream = match TcpStream::connect(upstream_addr) {
@@ -350,8 +354,17 @@ impl Gateway {
                     Step::Relay { eof, .. } => self.connect(key, Vec::new(), eof, now),
                     _ => Next::Wait,
                 },
+                (Timer::Silence, Stage::Header(_)) => {
+                    // The silence counts from the header's end: look again.
+                    let at = now + self.wait;
+                    self.timers
+                        .push(Reverse((at, key, generation, Timer::Silence)));
+                    Next::Wait
+                }
                 (Timer::Deadline, _) if conn.deadline > now => Next::Wait,
-                (Timer::Deadline, Stage::Sniffing(_)) => Next::Close(End::TimedOut),
+                (Timer::Deadline, Stage::Sniffing(_) | Stage::Header(_)) => {
+                    Next::Close(End::TimedOut)
+                }
                 (Timer::Deadline, Stage::Policy { .. }) => Next::Close(End::Failed),
                 (Timer::Deadline, Stage::Connecting { .. }) => {
                     let e =
