@@ -468,6 +468,41 @@ fn max_per_ip_counts_gateway_connections() {
 }
 
 #[test]
+fn sighup_reloads_the_policy_on_the_game_port_too() {
+    let up = upstream(Upstream::Echo);
+    let policy = |domain: &str| {
+        format!(
+            "<?xml version=\"1.0\"?>\n<cross-domain-policy>\n  \
+             <allow-access-from domain=\"{domain}\" to-ports=\"9339\" />\n\
+             </cross-domain-policy>\n"
+        )
+        .into_bytes()
+    };
+    let with_nul = |mut v: Vec<u8>| {
+        v.push(0);
+        v
+    };
+    for backend in backends() {
+        let file = TempFile::new(&format!("gateway-{backend}.xml"), &policy("a.example.com"));
+        let (server, addr) = gateway(backend, up, &["--policy", file.path()]);
+        assert_served(
+            addr,
+            &[REQUEST],
+            &with_nul(policy("a.example.com")),
+            backend,
+        );
+        file.write(&policy("b.example.com"));
+        server.signal(libc::SIGHUP);
+        assert!(
+            served_within(addr, &with_nul(policy("b.example.com")), IO_TIMEOUT),
+            "[{backend}] the game port still serves the old policy:\n{}",
+            server.log_text()
+        );
+        stop(server, backend);
+    }
+}
+
+#[test]
 fn two_hundred_relays_at_once_and_no_descriptor_left() {
     let up = upstream(Upstream::Echo);
     for backend in backends() {
