@@ -4,8 +4,11 @@
 //! A connection is sniffed ([`Sniff`]) from a small stack buffer; the
 //! policy is answered like on 843; a relayed one connects to its upstream
 //! (non-blocking, bounded by `--timeout`) and becomes a [`Relay`]. Timers
-//! (`--gateway-wait`, `--timeout`) sit in a heap bounded by two entries per
-//! open connection.
+//! (`--gateway-wait`, `--timeout`) sit in a heap; an entry lives at most
+//! `--timeout` (a connection arms its silence, re-armed while a PROXY
+//! header is awaited, its deadline and the upstream's connect deadline),
+//! so the heap is bounded by the connections accepted within the last
+//! `--timeout`, never by what a client sends.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
