@@ -99,6 +99,22 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub max_per_ip: Option<std::num::NonZeroU32>,
 
+    /// Also listen on a game's own port (repeatable), e.g.
+    /// `0.0.0.0:9339=127.0.0.1:9340`: a policy request there gets the
+    /// policy, anything else is relayed to UPSTREAM (the game server).
+    #[arg(long = "gateway", value_name = "LISTEN=UPSTREAM")]
+    pub gateway: Vec<crate::gateway::GatewaySpec>,
+
+    /// With --gateway: relay a client that has sent nothing for this long,
+    /// so that games whose server speaks first work.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub gateway_wait: Duration,
+
+    /// With --gateway: send the game server a PROXY header (`v1` or `v2`)
+    /// with the player's address before the relayed bytes.
+    #[arg(long, value_enum, value_name = "VERSION")]
+    pub upstream_proxy_protocol: Option<crate::gateway::UpstreamProxy>,
+
     /// Log filter (`error`, `warn`, `info`, `debug`, or a tracing directive).
     #[arg(long, value_name = "FILTER", default_value = "info")]
     pub log: String,
@@ -212,6 +228,12 @@ pub struct Config {
     pub passed: Option<PassedSockets>,
     /// `--metrics`: where to serve `/metrics`, if anywhere.
     pub metrics: Option<SocketAddr>,
+    /// `--gateway`: game ports and their upstreams.
+    pub gateways: Vec<crate::gateway::GatewaySpec>,
+    /// `--gateway-wait`.
+    pub gateway_wait: Duration,
+    /// `--upstream-proxy-protocol`.
+    pub upstream_proxy: Option<crate::gateway::UpstreamProxy>,
 }
 
 /// A configuration that cannot be served.
@@ -228,6 +250,11 @@ pub enum ConfigError {
     TimeoutTooLong(Duration),
     /// `--proxy-from` without `--proxy-protocol`.
     ProxyFromWithoutProxyProtocol,
+    /// `--gateway-wait` is 0, or not shorter than `--timeout` (it would
+    /// never relay a silent client).
+    GatewayWait(Duration),
+    /// `--upstream-proxy-protocol` without `--gateway`.
+    UpstreamProxyWithoutGateway,
     /// `--strict` and the policy draws compatibility warnings (each as
     /// logged: `name:line:column: advice`).
     Strict(Vec<String>),
@@ -248,6 +275,15 @@ impl fmt::Display for ConfigError {
             ConfigError::ProxyFromWithoutProxyProtocol => f.write_str(
                 "--proxy-from only applies with --proxy-protocol (add --proxy-protocol, or drop \
                  --proxy-from)",
+            ),
+            ConfigError::GatewayWait(wait) => write!(
+                f,
+                "--gateway-wait {} must be more than 0 and shorter than --timeout",
+                humantime::format_duration(*wait)
+            ),
+            ConfigError::UpstreamProxyWithoutGateway => f.write_str(
+                "--upstream-proxy-protocol only applies with --gateway (add --gateway \
+                 LISTEN=UPSTREAM, or drop --upstream-proxy-protocol)",
             ),
             ConfigError::Strict(warnings) => {
                 write!(
@@ -283,6 +319,21 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 /// [`crate::listener::DEFER_ACCEPT_HOLD`] (1 s), which would be most of a
 /// shorter timeout.
 pub const DEFER_ACCEPT_MIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where the policy is served, for its warnings: the policy listeners and
+/// the `--gateway` ports (a policy answered on a game port of 1024 or
+/// above grants no port below 1024).
+fn with_gateways(listen: &Listen, gateways: &[crate::gateway::GatewaySpec]) -> Listen {
+    if gateways.is_empty() {
+        return listen.clone();
+    }
+    let mut addrs = match listen {
+        Listen::Addrs(addrs) => addrs.clone(),
+        Listen::Default => vec![SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 843))],
+    };
+    addrs.extend(gateways.iter().map(|g| g.listen));
+    Listen::Addrs(addrs)
+}
 
 impl Config {
     /// How long a worker gives a connection after accepting it: `timeout`,
@@ -332,7 +383,7 @@ impl Config {
             summary: policy_summary,
             mut warnings,
             compat,
-        } = policy_source.load(&listen)?;
+        } = policy_source.load(&with_gateways(&listen, &args.gateway))?;
         if args.strict && !compat.is_empty() {
             return Err(ConfigError::Strict(compat));
         }
@@ -365,6 +416,14 @@ impl Config {
                     .to_string(),
             );
         }
+        if !args.gateway.is_empty()
+            && (args.gateway_wait.is_zero() || args.gateway_wait >= args.timeout)
+        {
+            return Err(ConfigError::GatewayWait(args.gateway_wait));
+        }
+        if args.gateway.is_empty() && args.upstream_proxy_protocol.is_some() {
+            return Err(ConfigError::UpstreamProxyWithoutGateway);
+        }
         let proxy = args
             .proxy_protocol
             .then(|| ProxySettings::new(args.proxy_from));
@@ -393,6 +452,9 @@ impl Config {
             user: args.user,
             passed,
             metrics: args.metrics,
+            gateways: args.gateway,
+            gateway_wait: args.gateway_wait,
+            upstream_proxy: args.upstream_proxy_protocol,
         })
     }
 }

@@ -65,6 +65,18 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
         Some(passed) => passed.per_worker(config.threads, opts)?,
         None => listener::bind_all(&config.listen, config.threads, opts)?,
     };
+    // `--gateway`: one set of game-port listeners per thread, bound with
+    // the policy listeners so a taken port fails start-up the same way.
+    let gateway_sockets = crate::gateway::bind(&config.gateways, config.threads, config.backlog)?;
+    let gateway_threads = gateway_sockets.len();
+    let gateway_addrs: Vec<(std::net::SocketAddr, std::net::SocketAddr)> = gateway_sockets
+        .first()
+        .map(|ls| {
+            ls.iter()
+                .filter_map(|(l, up)| l.local_addr().ok().map(|a| (a, *up)))
+                .collect()
+        })
+        .unwrap_or_default();
     let addrs = match sockets.first() {
         Some(first) => first
             .iter()
@@ -78,18 +90,19 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
     // workers accept, a low RLIMIT_NOFILE can be used up at any moment, and
     // start-up must not fail half-way because of it.
     let shutdown = ShutdownFlag::default();
-    let mailboxes: Vec<ReplyMailbox> = (0..sockets.len())
-        .map(|_| ReplyMailbox::default())
-        .collect();
+    let loops = sockets.len() + gateway_threads;
+    let mut mailboxes: Vec<ReplyMailbox> = (0..loops).map(|_| ReplyMailbox::default()).collect();
     let eventfd = StartError::io("cannot create a worker's eventfd");
-    let mut wakeups = Vec::with_capacity(sockets.len());
-    let mut stop_wakers = Vec::with_capacity(sockets.len());
-    let mut signal_wakers = Vec::with_capacity(sockets.len());
-    let mut reload_wakers = Vec::with_capacity(sockets.len());
+    let mut wakeups = Vec::with_capacity(loops);
+    let mut stop_wakers = Vec::with_capacity(loops);
+    let mut signal_wakers = Vec::with_capacity(loops);
+    let mut reload_wakers = Vec::with_capacity(loops);
     let mut watchdog_wakers = Vec::with_capacity(sockets.len());
-    for _ in 0..sockets.len() {
+    for i in 0..loops {
         let wakeup = Wakeup::new().map_err(eventfd)?;
-        watchdog_wakers.push(wakeup.try_clone().map_err(eventfd)?);
+        if i < sockets.len() {
+            watchdog_wakers.push(wakeup.try_clone().map_err(eventfd)?);
+        }
         stop_wakers.push(wakeup.try_clone().map_err(eventfd)?);
         signal_wakers.push(wakeup.try_clone().map_err(eventfd)?);
         reload_wakers.push(wakeup.try_clone().map_err(eventfd)?);
@@ -99,7 +112,7 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
     let mut replies = Replies::default();
     let reply = replies.intern(config.reply.clone());
     let policy_counters = Arc::new(PolicyCounters::new(reply.len()));
-    let (counters, tallies) = Counters::new(sockets.len());
+    let (counters, mut tallies) = Counters::new(loops);
     let reload = Reloader {
         source: config.policy_source.clone(),
         listen: config.listen.clone(),
@@ -146,9 +159,12 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
     } else {
         Vec::new()
     };
-    let gate = StartGate::new(config.threads);
+    let gate = StartGate::new(config.threads + gateway_threads);
     let (done_tx, done_rx) = mpsc::channel::<(usize, io::Result<()>)>();
-    let mut handles = Vec::with_capacity(config.threads);
+    let mut handles = Vec::with_capacity(loops);
+    let gateway_wakeups = wakeups.split_off(sockets.len());
+    let gateway_mailboxes = mailboxes.split_off(sockets.len());
+    let gateway_tallies = tallies.split_off(sockets.len());
     for (id, (((listeners, wakeup), new_reply), tally)) in sockets
         .into_iter()
         .zip(wakeups)
@@ -180,6 +196,39 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
             .map_err(StartError::io("cannot start a worker thread"))?;
         handles.push(handle);
     }
+    for (i, (((listeners, wakeup), new_reply), tally)) in gateway_sockets
+        .into_iter()
+        .zip(gateway_wakeups)
+        .zip(gateway_mailboxes)
+        .zip(gateway_tallies)
+        .enumerate()
+    {
+        let ctx = crate::gateway::GatewayCtx {
+            id: i,
+            listeners,
+            reply,
+            new_reply,
+            timeout: config.timeout,
+            wait: config.gateway_wait,
+            upstream_proxy: config.upstream_proxy,
+            proxy: config.proxy.clone().map(Arc::new),
+            max_connections: per_worker,
+            address_limit,
+            wakeup,
+            shutdown: shutdown.clone(),
+            started: gate.ticket(),
+            tally,
+        };
+        let report = Report {
+            id: config.threads + i,
+            done: Some(done_tx.clone()),
+        };
+        let handle = std::thread::Builder::new()
+            .name(format!("gateway-{i}"))
+            .spawn(move || report.send(crate::gateway::worker::run(ctx)))
+            .map_err(StartError::io("cannot start a gateway thread"))?;
+        handles.push(handle);
+    }
     drop(done_tx);
     // Every worker is set up (its ring built) or has failed: drop
     // privileges now, and let the workers serve only if that worked.
@@ -203,6 +252,9 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
         }
         for socket in &passed {
             info!("listening on {socket}");
+        }
+        for (listen, upstream) in &gateway_addrs {
+            info!("gateway on {listen} relays to {upstream}");
         }
     }
     info!(
@@ -337,7 +389,7 @@ impl Drop for Report {
 /// scripts, whatever `--log` filters: see [`totals_line`].
 fn report_totals(totals: &Tally, format: LogFormat) {
     info!(
-        "stopped: served {}, rejected {}, timed out {}, failed {}, shed {}, proxy invalid {}, over ip limit {} (accepted {})",
+        "stopped: served {}, rejected {}, timed out {}, failed {}, shed {}, proxy invalid {}, over ip limit {}, relayed {}, upstream failed {} (accepted {})",
         totals.served,
         totals.rejected,
         totals.timed_out,
@@ -345,6 +397,8 @@ fn report_totals(totals: &Tally, format: LogFormat) {
         totals.shed,
         totals.proxy_invalid,
         totals.over_ip_limit,
+        totals.relayed,
+        totals.upstream_failed,
         totals.accepted
     );
     match format {
@@ -354,7 +408,7 @@ fn report_totals(totals: &Tally, format: LogFormat) {
 }
 
 /// The totals as scripts read them:
-/// `flashpolicyd: totals accepted=N served=N rejected=N timed_out=N failed=N shed=N proxy_invalid=N over_ip_limit=N`,
+/// `flashpolicyd: totals accepted=N served=N rejected=N timed_out=N failed=N shed=N proxy_invalid=N over_ip_limit=N relayed=N upstream_failed=N`,
 /// the ends named and ordered as [`End::ALL`] and [`End::name`] say.
 pub(crate) fn totals_line(totals: &Tally) -> String {
     use std::fmt::Write;
@@ -421,7 +475,7 @@ mod tests {
         };
         assert_eq!(
             totals_line(&totals),
-            "flashpolicyd: totals accepted=21 served=17 rejected=1 timed_out=2 failed=0 shed=1 proxy_invalid=0 over_ip_limit=0"
+            "flashpolicyd: totals accepted=21 served=17 rejected=1 timed_out=2 failed=0 shed=1 proxy_invalid=0 over_ip_limit=0 relayed=0 upstream_failed=0"
         );
     }
 

@@ -11,6 +11,7 @@
 //! * [`errno`]: how kernel error numbers are classified.
 //! * [`deadline`]: the `--timeout` queue, bounded by the open connections.
 //! * [`tally`]: how a worker's connections ended.
+//! * [`gateway`]: `--gateway`, policy or relay on a game's own port.
 //! * [`rate_limit`]: at most one warning of a kind per interval.
 //! * [`address_limit`]: `--max-per-ip`, the open connections of each client
 //!   address, shared by every worker without a lock.
@@ -24,6 +25,7 @@ pub mod admission;
 pub mod context;
 pub mod deadline;
 pub mod errno;
+pub mod gateway;
 pub mod rate_limit;
 pub mod session;
 pub mod tally;
@@ -33,6 +35,7 @@ pub use admission::{AcceptErrorPlan, Admission, Admit, Admitted, Freed, OnAccept
 pub use context::Serving;
 pub use deadline::{after_accept, deadline_after, Deadline, DeadlineQueue};
 pub use errno::{classify_accept_errno, classify_io_errno, AcceptErrorKind};
+pub use gateway::{Already, Sniff, Step, DEFAULT_GATEWAY_WAIT};
 pub use rate_limit::{RateLimit, WARN_INTERVAL};
 pub use session::{Action, End, IoFailure, Session, MAX_RETRIES};
 pub use tally::Tally;

@@ -67,11 +67,17 @@ pub enum End {
     /// `--max-per-ip`: the client's address already held its share of
     /// connections; closed at once, nothing was sent.
     OverIpLimit,
+    /// `--gateway`: relayed to the upstream until both sides closed (or
+    /// one reset).
+    Relayed,
+    /// `--gateway`: the upstream could not be reached (refused, unreachable,
+    /// or no connection within `--timeout`); the client was closed.
+    UpstreamFailed,
 }
 
 impl End {
     /// Every end, in the order reports list them.
-    pub const ALL: [End; 7] = [
+    pub const ALL: [End; 9] = [
         End::Served,
         End::Rejected,
         End::TimedOut,
@@ -79,6 +85,8 @@ impl End {
         End::Shed,
         End::ProxyInvalid,
         End::OverIpLimit,
+        End::Relayed,
+        End::UpstreamFailed,
     ];
 
     /// The name used in logs, the totals line and metrics labels.
@@ -91,6 +99,8 @@ impl End {
             End::Shed => "shed",
             End::ProxyInvalid => "proxy_invalid",
             End::OverIpLimit => "over_ip_limit",
+            End::Relayed => "relayed",
+            End::UpstreamFailed => "upstream_failed",
         }
     }
 }

@@ -24,6 +24,10 @@ pub struct Tally {
     pub proxy_invalid: u64,
     /// Connections closed because their address was over `--max-per-ip`.
     pub over_ip_limit: u64,
+    /// `--gateway` connections relayed to their upstream.
+    pub relayed: u64,
+    /// `--gateway` connections whose upstream could not be reached.
+    pub upstream_failed: u64,
 }
 
 impl Tally {
@@ -63,6 +67,8 @@ impl Tally {
             End::Shed => self.shed,
             End::ProxyInvalid => self.proxy_invalid,
             End::OverIpLimit => self.over_ip_limit,
+            End::Relayed => self.relayed,
+            End::UpstreamFailed => self.upstream_failed,
         }
     }
 
@@ -80,6 +86,8 @@ impl Tally {
             End::Shed => &mut self.shed,
             End::ProxyInvalid => &mut self.proxy_invalid,
             End::OverIpLimit => &mut self.over_ip_limit,
+            End::Relayed => &mut self.relayed,
+            End::UpstreamFailed => &mut self.upstream_failed,
         }
     }
 }

@@ -28,6 +28,8 @@ struct Block {
     accepted: AtomicU64,
     ends: [AtomicU64; End::ALL.len()],
     accept_errors: [AtomicU64; ACCEPT_ERROR_KINDS],
+    /// `--gateway`: bytes relayed up (client to upstream) and down.
+    relayed_bytes: [AtomicU64; 2],
 }
 
 const _: () = assert!(std::mem::size_of::<Block>() % 128 == 0);
@@ -49,6 +51,8 @@ fn end_index(end: End) -> usize {
         End::Shed => 4,
         End::ProxyInvalid => 5,
         End::OverIpLimit => 6,
+        End::Relayed => 7,
+        End::UpstreamFailed => 8,
     }
 }
 
@@ -114,6 +118,14 @@ impl LiveTally {
         }
     }
 
+    /// Counts the bytes one relay moved, up (client to upstream) and down.
+    pub fn relayed_bytes(&mut self, up: u64, down: u64) {
+        for (counter, n) in self.0.relayed_bytes.iter().zip([up, down]) {
+            let v = counter.load(Ordering::Relaxed);
+            counter.store(v.wrapping_add(n), Ordering::Relaxed);
+        }
+    }
+
     /// The counts so far.
     pub fn snapshot(&self) -> Tally {
         self.0.snapshot()
@@ -159,6 +171,17 @@ impl Counters {
             total += b.snapshot();
         }
         total
+    }
+
+    /// `--gateway`: bytes relayed `[up, down]`, summed over the threads.
+    pub fn relayed_bytes(&self) -> [u64; 2] {
+        let mut sum = [0u64; 2];
+        for b in self.blocks.iter() {
+            for (s, c) in sum.iter_mut().zip(&b.relayed_bytes) {
+                *s += c.load(Ordering::Relaxed);
+            }
+        }
+        sum
     }
 
     /// `accept` errors of each kind in [`AcceptErrorKind::ERRORS`], summed

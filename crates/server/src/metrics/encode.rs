@@ -140,6 +140,20 @@ impl Collector for LiveCollector {
         }
 
         let mut m = encoder.encode_descriptor(
+            "flashpolicyd_relayed_bytes",
+            "--gateway: bytes relayed, up (player to game server) and down, counted as each relay closes.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (direction, n) in ["up", "down"]
+            .into_iter()
+            .zip(self.counters.relayed_bytes())
+        {
+            let labels = [("direction", direction)];
+            ConstCounter::new(n).encode(m.encode_family(&labels)?)?;
+        }
+
+        let mut m = encoder.encode_descriptor(
             "flashpolicyd_policy_reloads",
             "Policy reloads (SIGHUP), by result; after an error the previous policy is still served.",
             None,
