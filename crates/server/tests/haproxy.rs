@@ -141,17 +141,23 @@ fn haproxy_v1_and_v2_in_front_of_two_servers() {
 
         // Both servers saw the clients' own addresses (round robin), via
         // HAProxy at 127.0.0.1.
+        // (A connection's debug line is written as it closes, after the
+        // client has its reply: wait for each, bounded.)
         for (name, server) in [("v1", &s1), ("v2", &s2)] {
-            let log = server.log_text();
-            let from_clients = SOURCES
+            let missing: Vec<&str> = SOURCES
                 .iter()
-                .filter(|s| log.contains(&format!("client {s}:")))
-                .count();
+                .copied()
+                .filter(|s| !server.wait_for_log(&format!("client {s}:"), IO_TIMEOUT))
+                .collect();
             assert!(
-                from_clients == SOURCES.len(),
-                "[{backend}] {name}: the clients' addresses are not all in the log:\n{log}"
+                missing.is_empty(),
+                "[{backend}] {name}: {missing:?} not in the log:\n{}",
+                server.log_text()
             );
-            assert!(log.contains(" via 127.0.0.1:"), "[{backend}] {name}");
+            assert!(
+                server.log_text().contains(" via 127.0.0.1:"),
+                "[{backend}] {name}"
+            );
         }
         drop(_haproxy);
         for (name, mut server) in [("v1", s1), ("v2", s2)] {
