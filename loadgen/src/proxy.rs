@@ -7,10 +7,10 @@
 //! connection's own port), and always the connection's real destination.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use clap::ValueEnum;
-use flashpolicy_proto::proxy::{Cidr, V2_SIGNATURE};
+use flashpolicy_proto::proxy::Cidr;
 
 /// Which header to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -55,47 +55,19 @@ impl ProxyHeaders {
     }
 }
 
-/// A header claiming `src`, to `dst` (both of one family).
-pub fn encode(version: ProxyVersion, src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
-    match version {
-        ProxyVersion::V1 => {
-            let proto = if src.is_ipv4() { "TCP4" } else { "TCP6" };
-            format!(
-                "PROXY {proto} {} {} {} {}\r\n",
-                src.ip(),
-                dst.ip(),
-                src.port(),
-                dst.port()
-            )
-            .into_bytes()
-        }
-        ProxyVersion::V2 => {
-            let mut h = V2_SIGNATURE.to_vec();
-            h.push(0x21); // version 2, PROXY
-            match (src.ip(), dst.ip()) {
-                (IpAddr::V4(s), IpAddr::V4(d)) => {
-                    h.extend_from_slice(&[0x11, 0, 12]);
-                    h.extend_from_slice(&s.octets());
-                    h.extend_from_slice(&d.octets());
-                }
-                (s, d) => {
-                    h.extend_from_slice(&[0x21, 0, 36]);
-                    h.extend_from_slice(&v6(s).octets());
-                    h.extend_from_slice(&v6(d).octets());
-                }
-            }
-            h.extend_from_slice(&src.port().to_be_bytes());
-            h.extend_from_slice(&dst.port().to_be_bytes());
-            h
+impl From<ProxyVersion> for flashpolicy_proto::proxy::Version {
+    fn from(v: ProxyVersion) -> Self {
+        match v {
+            ProxyVersion::V1 => flashpolicy_proto::proxy::Version::V1,
+            ProxyVersion::V2 => flashpolicy_proto::proxy::Version::V2,
         }
     }
 }
 
-fn v6(ip: IpAddr) -> std::net::Ipv6Addr {
-    match ip {
-        IpAddr::V4(a) => a.to_ipv6_mapped(),
-        IpAddr::V6(a) => a,
-    }
+/// A header claiming `src`, to `dst` (written in one family; see
+/// [`flashpolicy_proto::proxy::encode()`]).
+pub fn encode(version: ProxyVersion, src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
+    flashpolicy_proto::proxy::encode(version.into(), src, dst)
 }
 
 #[cfg(test)]

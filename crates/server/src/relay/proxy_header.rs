@@ -1,7 +1,9 @@
 //! `--upstream-proxy-protocol`: the PROXY header (v1 text or v2 binary) a
 //! relay sends to the upstream first, naming the player's address.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
+
+use flashpolicy_proto::proxy::Version;
 
 /// Which PROXY protocol version to send upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -12,70 +14,20 @@ pub enum UpstreamProxy {
     V2,
 }
 
-/// The v2 signature.
-const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
+impl From<UpstreamProxy> for Version {
+    fn from(v: UpstreamProxy) -> Version {
+        match v {
+            UpstreamProxy::V1 => Version::V1,
+            UpstreamProxy::V2 => Version::V2,
+        }
+    }
+}
 
 /// The header for a connection from `client` to `local` (the gateway's
-/// address it reached). Mixed families are sent as IPv6 (an IPv4 address
-/// mapped), as a dual-stack socket would report them.
+/// address it reached); see [`flashpolicy_proto::proxy::encode()`] for the
+/// families.
 pub(crate) fn encode(version: UpstreamProxy, client: SocketAddr, local: SocketAddr) -> Vec<u8> {
-    let (src, dst) = same_family(client, local);
-    match version {
-        UpstreamProxy::V1 => {
-            let family = if src.is_ipv4() { "TCP4" } else { "TCP6" };
-            format!(
-                "PROXY {family} {} {} {} {}\r\n",
-                src.ip(),
-                dst.ip(),
-                src.port(),
-                dst.port()
-            )
-            .into_bytes()
-        }
-        UpstreamProxy::V2 => {
-            let mut out = Vec::with_capacity(16 + 36);
-            out.extend_from_slice(V2_SIGNATURE);
-            out.push(0x21); // version 2, PROXY
-            match (src.ip(), dst.ip()) {
-                (IpAddr::V4(s), IpAddr::V4(d)) => {
-                    out.push(0x11); // TCP over IPv4
-                    out.extend_from_slice(&12u16.to_be_bytes());
-                    out.extend_from_slice(&s.octets());
-                    out.extend_from_slice(&d.octets());
-                }
-                (s, d) => {
-                    out.push(0x21); // TCP over IPv6
-                    out.extend_from_slice(&36u16.to_be_bytes());
-                    out.extend_from_slice(&v6(s).octets());
-                    out.extend_from_slice(&v6(d).octets());
-                }
-            }
-            out.extend_from_slice(&src.port().to_be_bytes());
-            out.extend_from_slice(&dst.port().to_be_bytes());
-            out
-        }
-    }
-}
-
-fn v6(ip: IpAddr) -> std::net::Ipv6Addr {
-    match ip {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
-        IpAddr::V6(v6) => v6,
-    }
-}
-
-/// Both addresses in one family: IPv4 where both are (or map) IPv4, IPv6
-/// otherwise.
-fn same_family(a: SocketAddr, b: SocketAddr) -> (SocketAddr, SocketAddr) {
-    let (ca, cb) = (a.ip().to_canonical(), b.ip().to_canonical());
-    if ca.is_ipv4() && cb.is_ipv4() {
-        (SocketAddr::new(ca, a.port()), SocketAddr::new(cb, b.port()))
-    } else {
-        (
-            SocketAddr::new(IpAddr::V6(v6(ca)), a.port()),
-            SocketAddr::new(IpAddr::V6(v6(cb)), b.port()),
-        )
-    }
+    flashpolicy_proto::proxy::encode(version.into(), client, local)
 }
 
 #[cfg(test)]
