@@ -124,6 +124,22 @@ pub(crate) fn log_full(id: usize, open: usize) {
     );
 }
 
+/// One `epoll_wait` through mio: an interrupted wait (a signal arrived)
+/// is an empty wake-up, so every loop handles it by going round again.
+pub(crate) fn poll_events(
+    poll: &mut mio::Poll,
+    events: &mut mio::Events,
+    timeout: Option<std::time::Duration>,
+) -> std::io::Result<()> {
+    match poll.poll(events, timeout) {
+        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+            events.clear();
+            Ok(())
+        }
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -187,11 +187,7 @@ impl Worker {
                 self.backoff_until
                     .map(|at| at.saturating_duration_since(now)),
             );
-            match self.poll.poll(events, timeout) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
+            super::common::poll_events(&mut self.poll, events, timeout)?;
             let now = Instant::now();
             for event in events.iter() {
                 match event.token() {

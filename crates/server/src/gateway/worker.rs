@@ -94,11 +94,7 @@ pub(crate) fn run(ctx: GatewayCtx) -> io::Result<()> {
             .timers
             .peek()
             .map(|Reverse((at, ..))| at.saturating_duration_since(now));
-        match g.poll.poll(&mut events, timeout) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
+        crate::engine::common::poll_events(&mut g.poll, &mut events, timeout)?;
         let now = Instant::now();
         for event in events.iter() {
             match event.token() {

@@ -127,11 +127,7 @@ impl Server {
                 .chain(self.accept_paused_until)
                 .min();
             let timeout = next.map(|at| at.saturating_duration_since(now));
-            match self.poll.poll(&mut events, timeout) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
+            crate::engine::common::poll_events(&mut self.poll, &mut events, timeout)?;
             let now = Instant::now();
             for event in events.iter() {
                 match event.token() {
