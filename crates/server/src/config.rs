@@ -115,6 +115,11 @@ pub struct Args {
     #[arg(long, value_enum, value_name = "VERSION")]
     pub upstream_proxy_protocol: Option<crate::gateway::UpstreamProxy>,
 
+    /// At SIGTERM: how long relayed connections (--gateway) may go on
+    /// once the listeners are closed; those still open then are closed.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+
     /// Log filter (`error`, `warn`, `info`, `debug`, or a tracing directive).
     #[arg(long, value_name = "FILTER", default_value = "info")]
     pub log: String,
@@ -234,6 +239,8 @@ pub struct Config {
     pub gateway_wait: Duration,
     /// `--upstream-proxy-protocol`.
     pub upstream_proxy: Option<crate::gateway::UpstreamProxy>,
+    /// `--drain-timeout`.
+    pub drain_timeout: Duration,
 }
 
 /// A configuration that cannot be served.
@@ -454,6 +461,7 @@ impl Config {
             metrics: args.metrics,
             gateways: args.gateway,
             gateway_wait: args.gateway_wait,
+            drain_timeout: args.drain_timeout,
             upstream_proxy: args.upstream_proxy_protocol,
         })
     }

@@ -210,6 +210,7 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
             new_reply,
             timeout: config.timeout,
             wait: config.gateway_wait,
+            drain_timeout: config.drain_timeout,
             upstream_proxy: config.upstream_proxy,
             proxy: config.proxy.clone().map(Arc::new),
             max_connections: per_worker,

@@ -40,6 +40,8 @@ pub(crate) struct GatewayCtx {
     pub timeout: Duration,
     /// `--gateway-wait`.
     pub wait: Duration,
+    /// `--drain-timeout`: how long relays may go on after shutdown.
+    pub drain_timeout: Duration,
     /// `--upstream-proxy-protocol`.
     pub upstream_proxy: Option<UpstreamProxy>,
     /// Most connections this thread holds open at once.

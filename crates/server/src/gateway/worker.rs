@@ -58,12 +58,15 @@ pub(crate) fn run(ctx: GatewayCtx) -> io::Result<()> {
     let mut events = Events::with_capacity(1024);
     let poll = Poll::new()?;
     let mut listeners = Vec::with_capacity(ctx.listeners.len());
+    let mut routes = Vec::with_capacity(ctx.listeners.len());
     for (i, (l, upstream)) in ctx.listeners.into_iter().enumerate() {
         l.set_nonblocking(true)?;
         let mut l = TcpListener::from_std(l);
         poll.registry()
             .register(&mut l, Token(LISTENER_BASE + i), Interest::READABLE)?;
-        listeners.push((l, upstream));
+        let listen = l.local_addr()?;
+        listeners.push(l);
+        routes.push((listen, upstream));
     }
     let fd = ctx.wakeup.as_raw_fd();
     poll.registry()
@@ -75,6 +78,7 @@ pub(crate) fn run(ctx: GatewayCtx) -> io::Result<()> {
         id: ctx.id,
         poll,
         listeners,
+        routes,
         conns: Slab::new(),
         timers: BinaryHeap::new(),
         next_generation: 0,
@@ -87,13 +91,25 @@ pub(crate) fn run(ctx: GatewayCtx) -> io::Result<()> {
         address_limit: ctx.address_limit,
         tally: ctx.tally,
         warn_upstream: RateLimit::default(),
+        draining: None,
     };
     loop {
         let now = Instant::now();
-        let timeout = g
-            .timers
-            .peek()
-            .map(|Reverse((at, ..))| at.saturating_duration_since(now));
+        if let Some(until) = g.draining {
+            if g.conns.is_empty() {
+                return Ok(());
+            }
+            if now >= until {
+                g.close_all();
+                return Ok(());
+            }
+        }
+        let next_timer = g.timers.peek().map(|Reverse((at, ..))| *at);
+        let wake_at = match (next_timer, g.draining) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let timeout = wake_at.map(|at| at.saturating_duration_since(now));
         crate::engine::common::poll_events(&mut g.poll, &mut events, timeout)?;
         let now = Instant::now();
         for event in events.iter() {
@@ -101,21 +117,8 @@ pub(crate) fn run(ctx: GatewayCtx) -> io::Result<()> {
                 WAKEUP => {
                     ctx.wakeup.clear();
                     ctx.new_reply.adopt(g.id, &mut g.reply);
-                    if ctx.shutdown.is_set() {
-                        // Relays end with the process: their sockets close.
-                        debug!("gateway {}: {} connections closed", g.id, g.conns.len());
-                        for conn in g.conns.drain() {
-                            let end = match &conn.stage {
-                                Stage::Relaying { relay, .. } => {
-                                    let moved = relay.moved();
-                                    g.tally.relayed_bytes(moved.up, moved.down);
-                                    End::Relayed
-                                }
-                                _ => End::Failed,
-                            };
-                            g.tally.ended(end);
-                        }
-                        return Ok(());
+                    if ctx.shutdown.is_set() && g.draining.is_none() {
+                        g.begin_drain(now, ctx.drain_timeout);
                     }
                 }
                 Token(t) if t >= LISTENER_BASE => g.accept_from(t - LISTENER_BASE, now),
@@ -129,7 +132,11 @@ pub(crate) fn run(ctx: GatewayCtx) -> io::Result<()> {
 struct Gateway {
     id: usize,
     poll: Poll,
-    listeners: Vec<(TcpListener, SocketAddr)>,
+    /// This thread's listeners, in token order; emptied at shutdown.
+    listeners: Vec<TcpListener>,
+    /// Each listener's own address and its upstream (kept after the
+    /// listeners close, for the connections still open).
+    routes: Vec<(SocketAddr, SocketAddr)>,
     conns: Slab<Conn>,
     timers: BinaryHeap<Due>,
     next_generation: u32,
@@ -142,12 +149,54 @@ struct Gateway {
     address_limit: Option<&'static AddressLimit>,
     tally: crate::metrics::LiveTally,
     warn_upstream: RateLimit,
+    /// Set at shutdown: the listeners are closed, and connections still
+    /// open at this instant are closed.
+    draining: Option<Instant>,
 }
 
 impl Gateway {
+    /// Shutdown: accepts what is queued (closing a listener would reset
+    /// those clients), closes the listeners, and lets the open connections
+    /// go on for at most `drain`: a policy answer or a short game session
+    /// ends on its own; a long one is closed when the drain is over.
+    fn begin_drain(&mut self, now: Instant, drain: Duration) {
+        for i in 0..self.listeners.len() {
+            self.accept_from(i, now);
+        }
+        for mut listener in self.listeners.drain(..) {
+            if let Err(e) = self.poll.registry().deregister(&mut listener) {
+                debug!("gateway {}: deregistering a listener: {e}", self.id);
+            }
+        }
+        self.draining = Some(now + drain);
+        debug!(
+            "gateway {}: listeners closed, {} connections still open",
+            self.id,
+            self.conns.len()
+        );
+    }
+
+    /// The drain is over: closes every connection still open (a relay
+    /// counts as relayed, anything earlier as failed).
+    fn close_all(&mut self) {
+        debug!(
+            "gateway {}: drain over, {} connections closed",
+            self.id,
+            self.conns.len()
+        );
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            let end = match self.conns.get(key).map(|c| &c.stage) {
+                Some(Stage::Relaying { .. }) => End::Relayed,
+                _ => End::Failed,
+            };
+            self.close(key, end);
+        }
+    }
+
     fn accept_from(&mut self, i: usize, now: Instant) {
         loop {
-            let Some((listener, _)) = self.listeners.get(i) else {
+            let Some(listener) = self.listeners.get(i) else {
                 return;
             };
             let (stream, peer) = match listener.accept() {
@@ -259,7 +308,9 @@ impl Gateway {
         let Some(conn) = self.conns.get_mut(key) else {
             return Next::Wait;
         };
-        let upstream_addr = self.listeners[conn.listener].1;
+        let Some(&(_, upstream_addr)) = self.routes.get(conn.listener) else {
+            return Next::Close(End::Failed);
+        };
         let mut first = Vec::new();
         if let Some(version) = header_for {
             let local = conn.client.local_addr().unwrap_or(upstream_addr);
@@ -322,15 +373,13 @@ impl Gateway {
 
     fn upstream_failed(&mut self, key: usize, e: &io::Error, now: Instant) -> Next {
         if let Some(conn) = self.conns.get(key) {
-            let (listen, upstream) = &self.listeners[conn.listener];
-            if self.warn_upstream.allow(now) {
-                let listen = listen
-                    .local_addr()
-                    .map_or_else(|_| "?".to_string(), |a| a.to_string());
-                warn!(
-                    "gateway {listen}: upstream {upstream} failed: {e} (clients are closed; \
+            if let Some((listen, upstream)) = self.routes.get(conn.listener) {
+                if self.warn_upstream.allow(now) {
+                    warn!(
+                        "gateway {listen}: upstream {upstream} failed: {e} (clients are closed; \
                      further failures within a minute are counted, not logged)"
-                );
+                    );
+                }
             }
         }
         Next::Close(End::UpstreamFailed)

@@ -1,0 +1,118 @@
+//! Helpers of the `--gateway` tests (gateway.rs, gateway_drain.rs): game
+//! servers to put behind a gateway, and a server with one gateway.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::common::*;
+
+/// What the in-test game server does with each connection.
+#[derive(Clone, Copy)]
+pub enum Upstream {
+    /// Echoes everything; on end-of-stream, half-closes too.
+    Echo,
+    /// Sends a banner first, then echoes.
+    Banner,
+    /// Reads one byte, then resets the connection.
+    Reset,
+    /// Reads nothing, and holds the connection open for a while.
+    Stall,
+}
+
+pub const BANNER: &[u8] = b"<cross-domain-hello/>\0";
+
+/// Starts a game server on a loopback port; it serves until the test
+/// process ends (each connection on a thread of its own).
+pub fn upstream(mode: Upstream) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the upstream");
+    let addr = listener.local_addr().expect("upstream addr");
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(20)));
+                match mode {
+                    Upstream::Echo => echo(&mut stream),
+                    Upstream::Banner => {
+                        let _ = stream.write_all(BANNER);
+                        echo(&mut stream);
+                    }
+                    Upstream::Stall => thread::sleep(Duration::from_secs(20)),
+                    Upstream::Reset => {
+                        let mut one = [0u8; 1];
+                        let _ = stream.read(&mut one);
+                        let s = socket2::SockRef::from(&stream);
+                        let _ = s.set_linger(Some(Duration::ZERO));
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+pub fn echo(stream: &mut TcpStream) {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => {
+                let _ = stream.shutdown(Shutdown::Write);
+                return;
+            }
+            Ok(n) => {
+                if stream.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// A server with one policy listener and one gateway in front of `up`.
+pub fn gateway(backend: &'static str, up: SocketAddr, args: &[&str]) -> (Server, SocketAddr) {
+    let spec = format!("127.0.0.1:0={up}");
+    let server = Server::builder(backend)
+        .args(&["--gateway", &spec, "--threads", "2", "--log", "debug"])
+        .args(args)
+        .start();
+    let deadline = Instant::now() + PROCESS_TIMEOUT;
+    loop {
+        let log = server.log_text();
+        if let Some(addr) = log.lines().find_map(|l| {
+            let rest = &l[l.find("gateway on ")? + "gateway on ".len()..];
+            rest.split_whitespace().next()?.parse().ok()
+        }) {
+            return (server, addr);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "[{backend}] no gateway line:\n{log}"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Sends `bytes`, half-closes, and reads everything back until the close.
+pub fn round_trip(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let mut s = connect(addr);
+    let writer = {
+        let mut w = s.try_clone().expect("clone");
+        let bytes = bytes.to_vec();
+        thread::spawn(move || {
+            w.write_all(&bytes).expect("send");
+            w.shutdown(Shutdown::Write).expect("half-close");
+        })
+    };
+    let got = read_to_close(&mut s, 4 << 20).expect("read to the close");
+    writer.join().expect("writer");
+    got
+}
+
+pub fn stop(mut server: Server, context: &str) -> flashpolicy_proto::serve::Tally {
+    server.signal(libc::SIGTERM);
+    let log = server.expect_exit(0, context);
+    expect_totals(&log, context)
+}
