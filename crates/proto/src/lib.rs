@@ -12,6 +12,8 @@
 //! * [`reply`] holds the one response buffer every connection is answered from.
 //! * [`serve`] is the serving core: what a connection does next, when a
 //!   worker accepts, how connections end and when they time out.
+//! * [`ws`] is the WebSocket bridge for Ruffle: the upgrade, the frames,
+//!   the closing handshake.
 //!
 //! Everything here works on plain byte slices, so it can be tested, fuzzed and
 //! benchmarked without sockets; the engines in `flashpolicy-server` only move
@@ -25,6 +27,7 @@ pub mod proxy;
 pub mod reply;
 pub mod request;
 pub mod serve;
+pub mod ws;
 
 pub use policy::{Policy, PolicyError, Validated, Warning};
 pub use reply::Reply;
