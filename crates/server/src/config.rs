@@ -115,7 +115,19 @@ pub struct Args {
     #[arg(long, value_enum, value_name = "VERSION")]
     pub upstream_proxy_protocol: Option<crate::gateway::UpstreamProxy>,
 
-    /// At SIGTERM: how long relayed connections (--gateway) may go on
+    /// A WebSocket-to-TCP bridge for Ruffle's `socketProxy` (repeatable):
+    /// e.g. 0.0.0.0:8443=127.0.0.1:9340; each WebSocket opens one TCP
+    /// connection to UPSTREAM, binary frames carry the bytes both ways.
+    #[arg(long = "websocket", value_name = "LISTEN=UPSTREAM")]
+    pub websocket: Vec<crate::gateway::GatewaySpec>,
+
+    /// With --websocket: only pages of this origin may connect (repeatable;
+    /// an exact match on the Origin header, e.g. https://game.example.com).
+    /// Without it, any page may.
+    #[arg(long = "ws-origin", value_name = "ORIGIN")]
+    pub ws_origin: Vec<flashpolicy_proto::ws::Origin>,
+
+    /// At SIGTERM: how long relayed connections (--gateway, --websocket) may go on
     /// once the listeners are closed; those still open then are closed.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
@@ -241,6 +253,10 @@ pub struct Config {
     pub upstream_proxy: Option<crate::gateway::UpstreamProxy>,
     /// `--drain-timeout`.
     pub drain_timeout: Duration,
+    /// `--websocket`: bridge ports and their upstreams.
+    pub websockets: Vec<crate::gateway::GatewaySpec>,
+    /// `--ws-origin`: the pages that may open a bridge (any, if empty).
+    pub ws_origins: flashpolicy_proto::ws::Origins,
 }
 
 /// A configuration that cannot be served.
@@ -260,8 +276,10 @@ pub enum ConfigError {
     /// `--gateway-wait` is 0, or not shorter than `--timeout` (it would
     /// never relay a silent client).
     GatewayWait(Duration),
-    /// `--upstream-proxy-protocol` without `--gateway`.
+    /// `--upstream-proxy-protocol` without `--gateway` or `--websocket`.
     UpstreamProxyWithoutGateway,
+    /// `--ws-origin` without `--websocket`.
+    WsOriginWithoutWebsocket,
     /// `--strict` and the policy draws compatibility warnings (each as
     /// logged: `name:line:column: advice`).
     Strict(Vec<String>),
@@ -289,8 +307,12 @@ impl fmt::Display for ConfigError {
                 humantime::format_duration(*wait)
             ),
             ConfigError::UpstreamProxyWithoutGateway => f.write_str(
-                "--upstream-proxy-protocol only applies with --gateway (add --gateway \
-                 LISTEN=UPSTREAM, or drop --upstream-proxy-protocol)",
+                "--upstream-proxy-protocol only applies with --gateway or --websocket (add \
+                 --gateway LISTEN=UPSTREAM, or drop --upstream-proxy-protocol)",
+            ),
+            ConfigError::WsOriginWithoutWebsocket => f.write_str(
+                "--ws-origin only applies with --websocket (add --websocket LISTEN=UPSTREAM, or \
+                 drop --ws-origin)",
             ),
             ConfigError::Strict(warnings) => {
                 write!(
@@ -428,8 +450,21 @@ impl Config {
         {
             return Err(ConfigError::GatewayWait(args.gateway_wait));
         }
-        if args.gateway.is_empty() && args.upstream_proxy_protocol.is_some() {
+        if args.gateway.is_empty()
+            && args.websocket.is_empty()
+            && args.upstream_proxy_protocol.is_some()
+        {
             return Err(ConfigError::UpstreamProxyWithoutGateway);
+        }
+        if args.websocket.is_empty() && !args.ws_origin.is_empty() {
+            return Err(ConfigError::WsOriginWithoutWebsocket);
+        }
+        if !args.websocket.is_empty() && args.ws_origin.is_empty() {
+            warnings.push(
+                "--websocket without --ws-origin: any web page may open the bridge to the game \
+                 on its visitors' behalf (add --ws-origin https://your-game-site)"
+                    .to_string(),
+            );
         }
         let proxy = args
             .proxy_protocol
@@ -463,6 +498,8 @@ impl Config {
             gateway_wait: args.gateway_wait,
             drain_timeout: args.drain_timeout,
             upstream_proxy: args.upstream_proxy_protocol,
+            websockets: args.websocket,
+            ws_origins: flashpolicy_proto::ws::Origins::only(args.ws_origin),
         })
     }
 }

@@ -57,7 +57,7 @@ mod tests {
         };
         assert_eq!(
             totals_json(&totals),
-            r#"{"totals":{"accepted":3,"served":2,"rejected":1,"timed_out":0,"failed":0,"shed":0,"proxy_invalid":0,"over_ip_limit":0,"relayed":0,"upstream_failed":0}}"#
+            r#"{"totals":{"accepted":3,"served":2,"rejected":1,"timed_out":0,"failed":0,"shed":0,"proxy_invalid":0,"over_ip_limit":0,"relayed":0,"upstream_failed":0,"origin_refused":0}}"#
         );
     }
 }

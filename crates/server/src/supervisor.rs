@@ -390,7 +390,7 @@ impl Drop for Report {
 /// scripts, whatever `--log` filters: see [`totals_line`].
 fn report_totals(totals: &Tally, format: LogFormat) {
     info!(
-        "stopped: served {}, rejected {}, timed out {}, failed {}, shed {}, proxy invalid {}, over ip limit {}, relayed {}, upstream failed {} (accepted {})",
+        "stopped: served {}, rejected {}, timed out {}, failed {}, shed {}, proxy invalid {}, over ip limit {}, relayed {}, upstream failed {}, origin refused {} (accepted {})",
         totals.served,
         totals.rejected,
         totals.timed_out,
@@ -400,6 +400,7 @@ fn report_totals(totals: &Tally, format: LogFormat) {
         totals.over_ip_limit,
         totals.relayed,
         totals.upstream_failed,
+        totals.origin_refused,
         totals.accepted
     );
     match format {
@@ -409,7 +410,7 @@ fn report_totals(totals: &Tally, format: LogFormat) {
 }
 
 /// The totals as scripts read them:
-/// `flashpolicyd: totals accepted=N served=N rejected=N timed_out=N failed=N shed=N proxy_invalid=N over_ip_limit=N relayed=N upstream_failed=N`,
+/// `flashpolicyd: totals accepted=N served=N rejected=N timed_out=N failed=N shed=N proxy_invalid=N over_ip_limit=N relayed=N upstream_failed=N origin_refused=N`,
 /// the ends named and ordered as [`End::ALL`] and [`End::name`] say.
 pub(crate) fn totals_line(totals: &Tally) -> String {
     use std::fmt::Write;
@@ -476,7 +477,7 @@ mod tests {
         };
         assert_eq!(
             totals_line(&totals),
-            "flashpolicyd: totals accepted=21 served=17 rejected=1 timed_out=2 failed=0 shed=1 proxy_invalid=0 over_ip_limit=0 relayed=0 upstream_failed=0"
+            "flashpolicyd: totals accepted=21 served=17 rejected=1 timed_out=2 failed=0 shed=1 proxy_invalid=0 over_ip_limit=0 relayed=0 upstream_failed=0 origin_refused=0"
         );
     }
 

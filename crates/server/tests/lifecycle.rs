@@ -333,7 +333,7 @@ fn sigint_with_nothing_in_flight_exits_at_once() {
 fn the_totals_line_is_parsed_strictly() {
     let log =
         "x INFO stopped: served 20, rejected 0, timed out 1, failed 0, shed 0 (accepted 21)\n\
-               flashpolicyd: totals accepted=21 served=20 rejected=0 timed_out=1 failed=0 shed=0 proxy_invalid=0 over_ip_limit=0 relayed=0 upstream_failed=0";
+               flashpolicyd: totals accepted=21 served=20 rejected=0 timed_out=1 failed=0 shed=0 proxy_invalid=0 over_ip_limit=0 relayed=0 upstream_failed=0 origin_refused=0";
     let totals = parse_totals(log).expect("parsed");
     assert_eq!(
         (totals.accepted, totals.served, totals.timed_out),
@@ -342,9 +342,9 @@ fn the_totals_line_is_parsed_strictly() {
     assert_eq!(totals.ended_total(), 21);
     for bad in [
         "flashpolicyd: totals accepted=1 served=1 rejected=0 timed_out=0 failed=0",
-        "flashpolicyd: totals accepted=1 served=1 rejected=0 timed_out=0 failed=0 shed=0 proxy_invalid=0 over_ip_limit=0 relayed=0 upstream_failed=0 extra=1",
-        "flashpolicyd: totals accepted=1 served=1 served=1 timed_out=0 failed=0 shed=0 proxy_invalid=0 over_ip_limit=0 relayed=0 upstream_failed=0",
-        "flashpolicyd: totals accepted=x served=1 rejected=0 timed_out=0 failed=0 shed=0 proxy_invalid=0 over_ip_limit=0 relayed=0 upstream_failed=0",
+        "flashpolicyd: totals accepted=1 served=1 rejected=0 timed_out=0 failed=0 shed=0 proxy_invalid=0 over_ip_limit=0 relayed=0 upstream_failed=0 origin_refused=0 extra=1",
+        "flashpolicyd: totals accepted=1 served=1 served=1 timed_out=0 failed=0 shed=0 proxy_invalid=0 over_ip_limit=0 relayed=0 upstream_failed=0 origin_refused=0",
+        "flashpolicyd: totals accepted=x served=1 rejected=0 timed_out=0 failed=0 shed=0 proxy_invalid=0 over_ip_limit=0 relayed=0 upstream_failed=0 origin_refused=0",
         "x INFO stopped: served 20, rejected 0, timed out 1, failed 0, shed 0 (accepted 21)",
     ] {
         assert_eq!(parse_totals(bad), None, "{bad}");

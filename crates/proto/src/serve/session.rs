@@ -73,11 +73,14 @@ pub enum End {
     /// `--gateway`: the upstream could not be reached (refused, unreachable,
     /// or no connection within `--timeout`); the client was closed.
     UpstreamFailed,
+    /// `--websocket`: the page's `Origin` is not one of `--ws-origin`; the
+    /// upgrade was refused with 403.
+    OriginRefused,
 }
 
 impl End {
     /// Every end, in the order reports list them.
-    pub const ALL: [End; 9] = [
+    pub const ALL: [End; 10] = [
         End::Served,
         End::Rejected,
         End::TimedOut,
@@ -87,6 +90,7 @@ impl End {
         End::OverIpLimit,
         End::Relayed,
         End::UpstreamFailed,
+        End::OriginRefused,
     ];
 
     /// The name used in logs, the totals line and metrics labels.
@@ -101,6 +105,7 @@ impl End {
             End::OverIpLimit => "over_ip_limit",
             End::Relayed => "relayed",
             End::UpstreamFailed => "upstream_failed",
+            End::OriginRefused => "origin_refused",
         }
     }
 }

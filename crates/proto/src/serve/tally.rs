@@ -28,6 +28,8 @@ pub struct Tally {
     pub relayed: u64,
     /// `--gateway` connections whose upstream could not be reached.
     pub upstream_failed: u64,
+    /// `--websocket` upgrades refused for their `Origin`.
+    pub origin_refused: u64,
 }
 
 impl Tally {
@@ -69,6 +71,7 @@ impl Tally {
             End::OverIpLimit => self.over_ip_limit,
             End::Relayed => self.relayed,
             End::UpstreamFailed => self.upstream_failed,
+            End::OriginRefused => self.origin_refused,
         }
     }
 
@@ -88,6 +91,7 @@ impl Tally {
             End::OverIpLimit => &mut self.over_ip_limit,
             End::Relayed => &mut self.relayed,
             End::UpstreamFailed => &mut self.upstream_failed,
+            End::OriginRefused => &mut self.origin_refused,
         }
     }
 }

@@ -53,6 +53,7 @@ fn end_index(end: End) -> usize {
         End::OverIpLimit => 6,
         End::Relayed => 7,
         End::UpstreamFailed => 8,
+        End::OriginRefused => 9,
     }
 }
 

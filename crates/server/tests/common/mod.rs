@@ -414,7 +414,7 @@ pub fn run_to_exit(args: &[&str], timeout: Duration) -> (Option<ExitStatus>, Str
 
 /// The totals a server printed at exit, from its structured line
 /// `flashpolicyd: totals accepted=N served=N rejected=N timed_out=N
-/// failed=N shed=N proxy_invalid=N over_ip_limit=N relayed=N upstream_failed=N` (README, "Command line"): `None` if there is no such
+/// failed=N shed=N proxy_invalid=N over_ip_limit=N relayed=N upstream_failed=N origin_refused=N` (README, "Command line"): `None` if there is no such
 /// line, or it lacks a counter, repeats one, or has one more.
 pub fn parse_totals(log: &str) -> Option<Tally> {
     const PREFIX: &str = "flashpolicyd: totals ";
