@@ -8,8 +8,9 @@
 //! What Ruffle 0.6.0 in Chromium 148 was seen to do (Ruffle's
 //! `web/src/navigator.rs`, and frames logged by a raw WebSocket server):
 //! - `socketProxy` is looked up by exact host and port equality with what
-//!   the SWF passed to `Socket.connect`; with no entry, the connection
-//!   fails at once, without any WebSocket.
+//!   the SWF passed to `Socket.connect` (`localhost` does not match
+//!   `127.0.0.1`); with no entry, the SWF gets `IOError` #2031 at once, no
+//!   `CONNECT`, and no WebSocket is opened.
 //! - It opens `new WebSocket(proxyUrl)` with no subprotocol; the path and
 //!   query arrive as written; `Origin` is the page's origin; Chromium
 //!   offers `permessage-deflate; client_max_window_bits`.
@@ -44,9 +45,14 @@ mod player;
 #[path = "ruffle/tools.rs"]
 mod tools;
 
-use bridge::{websockify, Bridge, StartBridge};
+use std::net::SocketAddr;
+
+use socket2::{Domain, Socket, Type};
+
+use bridge::{url_of, websockify, Bridge, StartBridge};
 use cert::Cert;
 use gw::{upstream, Upstream};
+use player::Page;
 use tools::Tools;
 
 /// An echo game server behind `start`'s bridge: the SWF's line comes back
@@ -59,7 +65,11 @@ fn echo_through(start: StartBridge, tls: bool) {
     let game = upstream(Upstream::Echo);
     let bridge: Bridge = start(&tools, game, cert.as_ref());
     let line = format!("hello through {} over {tag}", bridge.name);
-    let seen = player::play(&tools, &swf, game, &bridge.url, &line, cert.as_ref());
+    let page = Page {
+        tls: cert.as_ref(),
+        ..Page::new(game, &bridge.url, &line)
+    };
+    let seen = player::play(&tools, &swf, &page);
     let scheme = if tls { "https://" } else { "http://" };
     assert!(seen.origin.starts_with(scheme), "{}", seen.raw);
     assert!(seen.done, "the SWF never finished:\n{}", seen.raw);
@@ -77,4 +87,62 @@ fn ruffle_echo_through_websockify_ws() {
 #[test]
 fn ruffle_echo_through_websockify_wss_from_https_page() {
     echo_through(websockify, true);
+}
+
+/// A loopback port that refuses connections: bound (so no one else takes
+/// it while the test runs) but not listening.
+fn refusing_port() -> (Socket, SocketAddr) {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("valid");
+    socket.bind(&any.into()).expect("bind");
+    let addr = socket
+        .local_addr()
+        .expect("addr")
+        .as_socket()
+        .expect("an inet address");
+    (socket, addr)
+}
+
+/// Nothing listens where `proxyUrl` points: the SWF hears `CLOSE` (Ruffle
+/// fired `CONNECT` before the handshake), or an `IOError`, and no echo;
+/// the page does not hang.
+#[test]
+fn ruffle_refused_bridge_reports_close() {
+    let Some(tools) = Tools::find() else { return };
+    let swf = player::build_swf(&tools, "refused");
+    let game = upstream(Upstream::Echo);
+    let (_held, refusing) = refusing_port();
+    let url = url_of(refusing, false);
+    let seen = player::play(&tools, &swf, &Page::new(game, &url, "never echoed"));
+    assert!(
+        seen.done,
+        "the SWF never heard of the refusal:\n{}",
+        seen.raw
+    );
+    assert!(
+        seen.first("close").is_some() || seen.first("ioerror").is_some(),
+        "{}",
+        seen.raw
+    );
+    assert_eq!(seen.first("echo"), None, "{}", seen.raw);
+}
+
+/// Ruffle's `socketProxy` lookup is exact: an entry for `localhost` does
+/// not serve a Socket to `127.0.0.1` on the same port. The SWF gets an
+/// `IOError` at once, and no WebSocket is opened (the bridge would echo).
+#[test]
+fn ruffle_socket_proxy_lookup_is_exact_on_the_host() {
+    let Some(tools) = Tools::find() else { return };
+    let swf = player::build_swf(&tools, "lookup");
+    let game = upstream(Upstream::Echo);
+    let bridge = websockify(&tools, game, None);
+    let page = Page {
+        proxy_host: Some("localhost"),
+        ..Page::new(game, &bridge.url, "not for this host")
+    };
+    let seen = player::play(&tools, &swf, &page);
+    assert!(seen.done, "the SWF never heard of the miss:\n{}", seen.raw);
+    assert!(seen.first("ioerror").is_some(), "{}", seen.raw);
+    assert_eq!(seen.first("connect"), None, "{}", seen.raw);
+    assert_eq!(seen.first("echo"), None, "{}", seen.raw);
 }

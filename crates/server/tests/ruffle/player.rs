@@ -59,34 +59,50 @@ impl Outcome {
     }
 }
 
-/// Plays the SWF in a page whose Ruffle maps `target` (what the SWF's
-/// Socket connects to) to `proxy_url`; the SWF sends `line`. With `tls`,
-/// the page is served over https with that certificate.
-pub fn play(
-    tools: &Tools,
-    swf: &TempFile,
-    target: SocketAddr,
-    proxy_url: &str,
-    line: &str,
-    tls: Option<&Cert>,
-) -> Outcome {
+/// One page: what the SWF connects to and sends, and how Ruffle is set up.
+pub struct Page<'a> {
+    /// What the SWF's Socket connects to.
+    pub target: SocketAddr,
+    /// The bridge's URL, in Ruffle's `socketProxy`.
+    pub proxy_url: &'a str,
+    /// The line the SWF sends.
+    pub line: &'a str,
+    /// Serve the page over https with this certificate.
+    pub tls: Option<&'a Cert>,
+    /// Map this host (with the target's port) instead of the target's, to
+    /// make Ruffle's lookup miss.
+    pub proxy_host: Option<&'a str>,
+}
+
+impl<'a> Page<'a> {
+    /// A page whose Ruffle maps `target` to `proxy_url`, over http.
+    pub fn new(target: SocketAddr, proxy_url: &'a str, line: &'a str) -> Page<'a> {
+        Page {
+            target,
+            proxy_url,
+            line,
+            tls: None,
+            proxy_host: None,
+        }
+    }
+}
+
+/// Plays the SWF in `page`.
+pub fn play(tools: &Tools, swf: &TempFile, page: &Page) -> Outcome {
     let mut cmd = Command::new(&tools.node);
     cmd.current_dir(&tools.dir)
         .arg(tools.dir.join("run.mjs"))
-        .args([
-            "--swf",
-            swf.path(),
-            "--proxy-url",
-            proxy_url,
-            "--line",
-            line,
-        ])
-        .args(["--host", &target.ip().to_string()])
-        .args(["--port", &target.port().to_string()])
+        .args(["--swf", swf.path(), "--proxy-url", page.proxy_url])
+        .args(["--line", page.line])
+        .args(["--host", &page.target.ip().to_string()])
+        .args(["--port", &page.target.port().to_string()])
         .args(["--timeout-ms", &PAGE_TIMEOUT.as_millis().to_string()])
         .arg("--chromium")
         .arg(&tools.chromium);
-    if let Some(cert) = tls {
+    if let Some(host) = page.proxy_host {
+        cmd.args(["--proxy-host", host]);
+    }
+    if let Some(cert) = page.tls {
         cmd.args(["--tls-cert", cert.cert.path(), "--tls-key", cert.key.path()]);
     }
     cmd.stdin(Stdio::null())
@@ -101,6 +117,8 @@ pub fn play(
     let stdout = stdout.join().unwrap_or_default();
     let stderr = stderr.join().unwrap_or_default();
     let raw = format!("stdout: {stdout}\nstderr: {stderr}");
+    // Shown with --nocapture, and with a failing test's output.
+    eprintln!("run.mjs printed: {}", stdout.trim_end());
     assert!(status.is_some(), "node run.mjs did not exit in time\n{raw}");
     let json: Value = stdout
         .lines()

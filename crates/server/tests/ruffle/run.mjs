@@ -5,11 +5,12 @@
 //
 // Usage:
 //   node run.mjs --swf FILE --host HOST --port PORT --proxy-url URL
-//                [--line TEXT] [--tls-cert PEM --tls-key PEM]
+//                [--line TEXT] [--proxy-host HOST] [--tls-cert PEM --tls-key PEM]
 //                [--timeout-ms N] [--chromium PATH]
 //
 // HOST:PORT is what the SWF's flash.net.Socket connects to; Ruffle's
-// socketProxy maps exactly that pair to the WebSocket URL. With a
+// socketProxy maps exactly that pair to the WebSocket URL (or, with
+// --proxy-host, PROXY_HOST:PORT instead, to see a lookup miss). With a
 // certificate, the page is served over https (and Chromium trusts the
 // test's self-signed certificate for the page and the wss:// bridge).
 //
@@ -42,6 +43,7 @@ function parseArgs(argv) {
     "--port": "port",
     "--proxy-url": "proxyUrl",
     "--line": "line",
+    "--proxy-host": "proxyHost",
     "--tls-cert": "tlsCert",
     "--tls-key": "tlsKey",
     "--timeout-ms": "timeoutMs",
@@ -75,7 +77,7 @@ function mimeOf(path) {
 
 function page(opts) {
   const config = {
-    socketProxy: [{ host: opts.host, port: opts.port, proxyUrl: opts.proxyUrl }],
+    socketProxy: [{ host: opts.proxyHost ?? opts.host, port: opts.port, proxyUrl: opts.proxyUrl }],
     allowScriptAccess: true,
     autoplay: "on",
     unmuteOverlay: "hidden",
