@@ -12,7 +12,8 @@
 // socketProxy maps exactly that pair to the WebSocket URL (or, with
 // --proxy-host, PROXY_HOST:PORT instead, to see a lookup miss). With a
 // certificate, the page is served over https (and Chromium trusts the
-// test's self-signed certificate for the page and the wss:// bridge).
+// test's self-signed certificate for the page and the wss:// bridge:
+// puppeteer's acceptInsecureCerts, which covers WebSockets too).
 //
 // Prints one JSON line on stdout:
 //   {"done":bool,"origin":..,"reports":[{"kind":..,"detail":..}],"console":[..]}
@@ -158,8 +159,9 @@ async function main() {
       executablePath: opts.chromium,
       headless: true,
       acceptInsecureCerts: Boolean(opts.tlsCert),
-      // CI runs as root, where Chromium's sandbox cannot start.
-      args: ["--no-sandbox", "--ignore-certificate-errors", "--disable-gpu"],
+      // CI runs as root, where Chromium's sandbox cannot start; a
+      // container's /dev/shm may be too small for it.
+      args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
       timeout: opts.timeoutMs,
     });
     const tab = await browser.newPage();
