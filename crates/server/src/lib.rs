@@ -20,6 +20,10 @@
 //!   `--log-format`.
 //! * [`metrics`] holds each worker's live counters (the totals line sums
 //!   them) and serves them to Prometheus with `--metrics`.
+//! * [`tls`] is `--tls-cert`/`--tls-key`: the certificate loaded (and
+//!   reloaded on SIGHUP) into a shared [`tls::TlsCell`], and
+//!   [`tls::TlsStream`], a non-blocking TLS server stream over a mio socket
+//!   for the listeners that serve TLS.
 //! * [`error`] says why the server did not start or stopped with a failure,
 //!   and which exit status that is.
 //!
@@ -44,3 +48,4 @@ pub mod privileges;
 pub(crate) mod relay;
 pub mod reload;
 pub mod supervisor;
+pub mod tls;
