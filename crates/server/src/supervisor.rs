@@ -67,8 +67,17 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
     };
     // `--gateway`: one set of game-port listeners per thread, bound with
     // the policy listeners so a taken port fails start-up the same way.
-    let gateway_sockets = crate::gateway::bind(&config.gateways, config.threads, config.backlog)?;
+    // `--websocket` bridges run on the same threads, after the gateways.
+    let websocket_from = config.gateways.len();
+    let fronts: Vec<crate::gateway::GatewaySpec> = config
+        .gateways
+        .iter()
+        .chain(&config.websockets)
+        .copied()
+        .collect();
+    let gateway_sockets = crate::gateway::bind(&fronts, config.threads, config.backlog)?;
     let gateway_threads = gateway_sockets.len();
+    let origins = Arc::new(config.ws_origins.clone());
     let gateway_addrs: Vec<(std::net::SocketAddr, std::net::SocketAddr)> = gateway_sockets
         .first()
         .map(|ls| {
@@ -211,6 +220,8 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
             timeout: config.timeout,
             wait: config.gateway_wait,
             drain_timeout: config.drain_timeout,
+            websocket_from,
+            origins: origins.clone(),
             upstream_proxy: config.upstream_proxy,
             proxy: config.proxy.clone().map(Arc::new),
             max_connections: per_worker,
@@ -254,8 +265,12 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
         for socket in &passed {
             info!("listening on {socket}");
         }
-        for (listen, upstream) in &gateway_addrs {
-            info!("gateway on {listen} relays to {upstream}");
+        for (i, (listen, upstream)) in gateway_addrs.iter().enumerate() {
+            if i < websocket_from {
+                info!("gateway on {listen} relays to {upstream}");
+            } else {
+                info!("websocket on {listen} bridges to {upstream}");
+            }
         }
     }
     info!(

@@ -18,6 +18,7 @@ use flashpolicy_proto::serve::AddressLimit;
 use crate::control::{ShutdownFlag, Wakeup};
 use crate::reload::ReplyMailbox;
 
+mod bridge;
 mod conn;
 mod spec;
 pub(crate) mod worker;
@@ -40,6 +41,10 @@ pub(crate) struct GatewayCtx {
     pub timeout: Duration,
     /// `--gateway-wait`.
     pub wait: Duration,
+    /// Listeners from this index on are `--websocket` bridges.
+    pub websocket_from: usize,
+    /// `--ws-origin`.
+    pub origins: std::sync::Arc<flashpolicy_proto::ws::Origins>,
     /// `--drain-timeout`: how long relays may go on after shutdown.
     pub drain_timeout: Duration,
     /// `--upstream-proxy-protocol`.

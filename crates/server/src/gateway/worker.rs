@@ -28,7 +28,12 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use tracing::{debug, warn};
 
+use super::bridge::Bridge;
 use super::GatewayCtx;
+use flashpolicy_proto::ws::{Accepted, Origins, Refusal};
+
+/// The answer to a valid upgrade whose game server cannot be reached.
+const BAD_GATEWAY: &[u8] = b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nContent-Length: 34\r\nConnection: close\r\n\r\nthe game server cannot be reached\n";
 use crate::relay::proxy_header::{self, UpstreamProxy};
 use crate::relay::Relay;
 
@@ -92,6 +97,8 @@ pub(crate) fn run(ctx: GatewayCtx) -> io::Result<()> {
         tally: ctx.tally,
         warn_upstream: RateLimit::default(),
         draining: None,
+        websocket_from: ctx.websocket_from,
+        origins: ctx.origins,
     };
     loop {
         let now = Instant::now();
@@ -152,6 +159,10 @@ struct Gateway {
     /// Set at shutdown: the listeners are closed, and connections still
     /// open at this instant are closed.
     draining: Option<Instant>,
+    /// Listeners from this index on are `--websocket` ones.
+    websocket_from: usize,
+    /// `--ws-origin`.
+    origins: Arc<Origins>,
 }
 
 impl Gateway {
@@ -187,7 +198,7 @@ impl Gateway {
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             let end = match self.conns.get(key).map(|c| &c.stage) {
-                Some(Stage::Relaying { .. }) => End::Relayed,
+                Some(Stage::Relaying { .. } | Stage::Bridging { .. }) => End::Relayed,
                 _ => End::Failed,
             };
             self.close(key, end);
@@ -221,7 +232,9 @@ impl Gateway {
 
     fn start(&mut self, mut client: TcpStream, peer: SocketAddr, listener: usize, now: Instant) {
         // With --proxy-protocol, only --proxy-from peers may send a header.
+        let websocket = listener >= self.websocket_from;
         let stage = match &self.proxy {
+            None if websocket => Stage::WsUpgrade(Box::default()),
             None => Stage::Sniffing(Sniff::new()),
             Some(settings) if settings.trusts(peer.ip()) => Stage::Header(Box::default()),
             Some(_) => {
@@ -253,15 +266,19 @@ impl Gateway {
             deadline,
             stage,
             hold: None,
+            websocket,
         };
         // Without PROXY the player is the peer, known now.
-        if matches!(conn.stage, Stage::Sniffing(_)) && !hold_player(&mut conn) {
+        if matches!(conn.stage, Stage::Sniffing(_) | Stage::WsUpgrade(_)) && !hold_player(&mut conn)
+        {
             self.tally.ended(End::OverIpLimit);
             return;
         }
         entry.insert(conn);
-        self.timers
-            .push(Reverse((now + self.wait, key, generation, Timer::Silence)));
+        if !websocket {
+            self.timers
+                .push(Reverse((now + self.wait, key, generation, Timer::Silence)));
+        }
         self.timers
             .push(Reverse((deadline, key, generation, Timer::Deadline)));
         // The first bytes are often there already.
@@ -270,12 +287,29 @@ impl Gateway {
 
     fn on_ready(&mut self, key: usize, now: Instant) {
         let step = match self.conns.get_mut(key) {
-            Some(conn) => conn_step(conn),
+            Some(conn) => conn_step(conn, &self.origins),
             None => return,
         };
         let next = self.advance(key, step, now);
         if let Next::Close(end) = next {
             self.close(key, end);
+            return;
+        }
+        // A bridge that sent its close frame waits for the browser's at
+        // most --timeout.
+        if let Some(conn) = self.conns.get_mut(key) {
+            if let Stage::Bridging { bridge, .. } = &mut conn.stage {
+                if bridge.awaits_client() && !bridge.armed {
+                    bridge.armed = true;
+                    conn.deadline = now + self.timeout;
+                    self.timers.push(Reverse((
+                        conn.deadline,
+                        key,
+                        conn.generation,
+                        Timer::Deadline,
+                    )));
+                }
+            }
         }
     }
 
@@ -291,7 +325,7 @@ impl Gateway {
                     return Next::Wait;
                 };
                 conn.stage = Stage::Policy { reply, sent: 0 };
-                match conn_step(conn) {
+                match conn_step(conn, &self.origins) {
                     Driven::Close(end) => Next::Close(end),
                     _ => Next::Wait,
                 }
@@ -299,7 +333,67 @@ impl Gateway {
             Driven::Relay { first, eof } => self.connect(key, first, eof, now),
             Driven::UpstreamReady => self.relay(key),
             Driven::UpstreamFailed(e) => self.upstream_failed(key, &e, now),
+            Driven::WsAccept(accepted) => self.connect_ws(key, accepted, now),
+            Driven::WsRefuse(refusal) => {
+                let Some(conn) = self.conns.get_mut(key) else {
+                    return Next::Wait;
+                };
+                debug!("websocket {}: refused: {refusal}", conn.peer);
+                let end = match refusal {
+                    Refusal::Origin => End::OriginRefused,
+                    _ => End::Rejected,
+                };
+                conn.stage = Stage::WsRefusing {
+                    reply: refusal.response(),
+                    sent: 0,
+                    end,
+                };
+                match conn_step(conn, &self.origins) {
+                    Driven::Close(end) => Next::Close(end),
+                    _ => Next::Wait,
+                }
+            }
         }
+    }
+
+    /// A valid upgrade: connects the game (the 101 goes out once it is
+    /// connected, so a browser whose game is down gets a 502 instead).
+    fn connect_ws(&mut self, key: usize, accepted: Box<Accepted>, now: Instant) -> Next {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return Next::Wait;
+        };
+        let Some(&(_, upstream_addr)) = self.routes.get(conn.listener) else {
+            return Next::Close(End::Failed);
+        };
+        let mut first = Vec::new();
+        if let Some(version) = self.upstream_proxy {
+            let local = conn.client.local_addr().unwrap_or(upstream_addr);
+            first = proxy_header::encode(version, conn.player, local);
+        }
+        let mut upstream = match TcpStream::connect(upstream_addr) {
+            Ok(s) => s,
+            Err(e) => return self.upstream_failed(key, &e, now),
+        };
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut upstream, Token(key * 2 + 1), BOTH)
+        {
+            return self.upstream_failed(key, &e, now);
+        }
+        conn.deadline = now + self.timeout;
+        self.timers.push(Reverse((
+            conn.deadline,
+            key,
+            conn.generation,
+            Timer::Deadline,
+        )));
+        conn.stage = Stage::WsConnecting {
+            upstream,
+            first,
+            accepted,
+        };
+        Next::Wait
     }
 
     fn connect(&mut self, key: usize, already: Vec<u8>, eof: bool, now: Instant) -> Next {
@@ -348,6 +442,22 @@ impl Gateway {
             return Next::Wait;
         };
         let stage = std::mem::replace(&mut conn.stage, Stage::Sniffing(Sniff::new()));
+        if let Stage::WsConnecting {
+            upstream,
+            first,
+            accepted,
+        } = stage
+        {
+            let Accepted {
+                response, early, ..
+            } = *accepted;
+            let bridge = Box::new(Bridge::new(response, first, &early));
+            conn.stage = Stage::Bridging { upstream, bridge };
+            return match conn_step(conn, &self.origins) {
+                Driven::Close(end) => Next::Close(end),
+                _ => Next::Wait,
+            };
+        }
         let Stage::Connecting {
             upstream,
             first,
@@ -365,14 +475,18 @@ impl Gateway {
             }
         };
         conn.stage = Stage::Relaying { upstream, relay };
-        match conn_step(conn) {
+        match conn_step(conn, &self.origins) {
             Driven::Close(end) => Next::Close(end),
             _ => Next::Wait,
         }
     }
 
     fn upstream_failed(&mut self, key: usize, e: &io::Error, now: Instant) -> Next {
-        if let Some(conn) = self.conns.get(key) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            if conn.websocket {
+                // Best effort: a short answer into an empty socket buffer.
+                let _ = std::io::Write::write(&mut conn.client, BAD_GATEWAY);
+            }
             if let Some((listen, upstream)) = self.routes.get(conn.listener) {
                 if self.warn_upstream.allow(now) {
                     warn!(
@@ -410,11 +524,16 @@ impl Gateway {
                     Next::Wait
                 }
                 (Timer::Deadline, _) if conn.deadline > now => Next::Wait,
-                (Timer::Deadline, Stage::Sniffing(_) | Stage::Header(_)) => {
+                (Timer::Deadline, Stage::Sniffing(_) | Stage::Header(_) | Stage::WsUpgrade(_)) => {
                     Next::Close(End::TimedOut)
                 }
-                (Timer::Deadline, Stage::Policy { .. }) => Next::Close(End::Failed),
-                (Timer::Deadline, Stage::Connecting { .. }) => {
+                (Timer::Deadline, Stage::Policy { .. } | Stage::WsRefusing { .. }) => {
+                    Next::Close(End::Failed)
+                }
+                (Timer::Deadline, Stage::Bridging { bridge, .. }) if bridge.awaits_client() => {
+                    Next::Close(End::Relayed)
+                }
+                (Timer::Deadline, Stage::Connecting { .. } | Stage::WsConnecting { .. }) => {
                     let e =
                         io::Error::new(io::ErrorKind::TimedOut, "no connection within --timeout");
                     self.upstream_failed(key, &e, now)
@@ -431,8 +550,12 @@ impl Gateway {
         if self.conns.contains(key) {
             // Dropping the sockets closes them (and takes them out of epoll).
             let conn = self.conns.remove(key);
-            if let Stage::Relaying { relay, .. } = &conn.stage {
-                let moved = relay.moved();
+            let moved = match &conn.stage {
+                Stage::Relaying { relay, .. } => Some(relay.moved()),
+                Stage::Bridging { bridge, .. } => Some(bridge.moved()),
+                _ => None,
+            };
+            if let Some(moved) = moved {
                 self.tally.relayed_bytes(moved.up, moved.down);
                 debug!(
                     "gateway {}: {} relayed, {} bytes up, {} down",
