@@ -49,7 +49,7 @@ use std::net::SocketAddr;
 
 use socket2::{Domain, Socket, Type};
 
-use bridge::{url_of, websockify, Bridge, StartBridge};
+use bridge::{flashpolicyd, url_of, websockify, Bridge, StartBridge};
 use cert::Cert;
 use gw::{upstream, Upstream};
 use player::Page;
@@ -87,6 +87,11 @@ fn ruffle_echo_through_websockify_ws() {
 #[test]
 fn ruffle_echo_through_websockify_wss_from_https_page() {
     echo_through(websockify, true);
+}
+
+#[test]
+fn ruffle_echo_through_flashpolicyd_ws() {
+    echo_through(flashpolicyd, false);
 }
 
 /// A loopback port that refuses connections: bound (so no one else takes

@@ -67,3 +67,31 @@ pub fn websockify(tools: &Tools, upstream: SocketAddr, tls: Option<&Cert>) -> Br
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", tools.websockify.display()));
     Bridge::new("websockify", url_of(addr, tls.is_some()), group)
 }
+
+/// `flashpolicyd --websocket` itself (the epoll engine for its policy
+/// workers; the bridge runs on its own threads whatever the engine); with
+/// `tls`, `--tls-cert`/`--tls-key` make it `wss://`.
+pub fn flashpolicyd(_tools: &Tools, upstream: SocketAddr, tls: Option<&Cert>) -> Bridge {
+    let spec = format!("127.0.0.1:0={upstream}");
+    let mut builder = crate::common::Server::builder("epoll").args(&["--websocket", &spec]);
+    if let Some(cert) = tls {
+        builder = builder.args(&["--tls-cert", cert.cert.path(), "--tls-key", cert.key.path()]);
+    }
+    let server = builder.start();
+    let deadline = std::time::Instant::now() + crate::common::PROCESS_TIMEOUT;
+    let addr: SocketAddr = loop {
+        let log = server.log_text();
+        if let Some(addr) = log.lines().find_map(|l| {
+            let rest = &l[l.find("websocket on ")? + "websocket on ".len()..];
+            rest.split_whitespace().next()?.parse().ok()
+        }) {
+            break addr;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no websocket line:\n{log}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    Bridge::new("flashpolicyd", url_of(addr, tls.is_some()), server)
+}
