@@ -127,6 +127,15 @@ pub struct Args {
     #[arg(long = "ws-origin", value_name = "ORIGIN")]
     pub ws_origin: Vec<flashpolicy_proto::ws::Origin>,
 
+    /// With --websocket: the certificate chain (PEM) that makes the bridge
+    /// wss:// (reloaded on SIGHUP). Needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// With --tls-cert: its private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// At SIGTERM: how long relayed connections (--gateway, --websocket) may go on
     /// once the listeners are closed; those still open then are closed.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
@@ -257,6 +266,8 @@ pub struct Config {
     pub websockets: Vec<crate::gateway::GatewaySpec>,
     /// `--ws-origin`: the pages that may open a bridge (any, if empty).
     pub ws_origins: flashpolicy_proto::ws::Origins,
+    /// `--tls-cert`/`--tls-key`, loaded: the bridge speaks `wss://`.
+    pub tls: Option<std::sync::Arc<crate::tls::TlsCell>>,
 }
 
 /// A configuration that cannot be served.
@@ -280,6 +291,10 @@ pub enum ConfigError {
     UpstreamProxyWithoutGateway,
     /// `--ws-origin` without `--websocket`.
     WsOriginWithoutWebsocket,
+    /// `--tls-cert` without `--websocket`, or with `--proxy-protocol`.
+    TlsWithout(&'static str),
+    /// The certificate or key cannot be used.
+    Tls(crate::tls::TlsError),
     /// `--strict` and the policy draws compatibility warnings (each as
     /// logged: `name:line:column: advice`).
     Strict(Vec<String>),
@@ -310,6 +325,8 @@ impl fmt::Display for ConfigError {
                 "--upstream-proxy-protocol only applies with --gateway or --websocket (add \
                  --gateway LISTEN=UPSTREAM, or drop --upstream-proxy-protocol)",
             ),
+            ConfigError::TlsWithout(why) => write!(f, "--tls-cert: {why}"),
+            ConfigError::Tls(e) => fmt::Display::fmt(e, f),
             ConfigError::WsOriginWithoutWebsocket => f.write_str(
                 "--ws-origin only applies with --websocket (add --websocket LISTEN=UPSTREAM, or \
                  drop --ws-origin)",
@@ -459,6 +476,24 @@ impl Config {
         if args.websocket.is_empty() && !args.ws_origin.is_empty() {
             return Err(ConfigError::WsOriginWithoutWebsocket);
         }
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => {
+                if args.websocket.is_empty() {
+                    return Err(ConfigError::TlsWithout(
+                        "only applies with --websocket (add --websocket LISTEN=UPSTREAM)",
+                    ));
+                }
+                if args.proxy_protocol {
+                    return Err(ConfigError::TlsWithout(
+                        "a PROXY header before TLS is not supported: terminate TLS at the \
+                         balancer, or drop --proxy-protocol",
+                    ));
+                }
+                let cell = crate::tls::TlsCell::load(cert, key).map_err(ConfigError::Tls)?;
+                Some(std::sync::Arc::new(cell))
+            }
+            _ => None,
+        };
         if !args.websocket.is_empty() && args.ws_origin.is_empty() {
             warnings.push(
                 "--websocket without --ws-origin: any web page may open the bridge to the game \
@@ -500,6 +535,7 @@ impl Config {
             upstream_proxy: args.upstream_proxy_protocol,
             websockets: args.websocket,
             ws_origins: flashpolicy_proto::ws::Origins::only(args.ws_origin),
+            tls,
         })
     }
 }

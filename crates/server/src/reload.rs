@@ -129,6 +129,8 @@ pub(crate) struct Reloader {
     pub(crate) shutdown: ShutdownFlag,
     /// Reloads by result and the reply's size, for `--metrics`.
     pub(crate) counters: Arc<PolicyCounters>,
+    /// `--tls-cert`/`--tls-key`: read again at each reload too.
+    pub(crate) tls: Option<Arc<crate::tls::TlsCell>>,
 }
 
 /// Where reload requests go: to the [`Reloader`]'s thread.
@@ -165,8 +167,19 @@ impl Reloader {
             // Type=notify-reload: RELOADING=1 before, READY=1 once the
             // reload has ended, taken or refused.
             crate::notify::reloading();
+            self.reload_tls();
             self.reload();
             crate::notify::ready();
+        }
+    }
+
+    /// The certificate: a new one serves the next handshake; a broken one
+    /// is logged and the previous one goes on.
+    fn reload_tls(&self) {
+        let Some(cell) = &self.tls else { return };
+        match cell.reload() {
+            Ok(()) => info!("certificate reloaded from {}", cell.cert_path().display()),
+            Err(e) => error!("cannot reload the certificate, still serving the previous one: {e}"),
         }
     }
 

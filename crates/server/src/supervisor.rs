@@ -131,6 +131,7 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
         wakers: reload_wakers,
         shutdown: shutdown.clone(),
         counters: Arc::clone(&policy_counters),
+        tls: config.tls.clone(),
     }
     .spawn()
     .map_err(StartError::io("cannot start the reload thread"))?;
@@ -222,6 +223,7 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
             drain_timeout: config.drain_timeout,
             websocket_from,
             origins: origins.clone(),
+            tls: config.tls.clone(),
             upstream_proxy: config.upstream_proxy,
             proxy: config.proxy.clone().map(Arc::new),
             max_connections: per_worker,

@@ -94,6 +94,11 @@ fn ruffle_echo_through_flashpolicyd_ws() {
     echo_through(flashpolicyd, false);
 }
 
+#[test]
+fn ruffle_echo_through_flashpolicyd_wss_from_https_page() {
+    echo_through(flashpolicyd, true);
+}
+
 /// A loopback port that refuses connections: bound (so no one else takes
 /// it while the test runs) but not listening.
 fn refusing_port() -> (Socket, SocketAddr) {

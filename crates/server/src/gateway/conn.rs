@@ -11,12 +11,13 @@ use flashpolicy_proto::ws::{Accepted, Origins, Refusal, UpgradeReader, UpgradeSt
 use mio::net::TcpStream;
 
 use super::bridge::Bridge;
+use super::client::Client;
 use crate::engine::common::RECV_LEN;
 use crate::relay::{Progress, Relay};
 
 #[derive(Debug)]
 pub(super) struct Conn {
-    pub(super) client: TcpStream,
+    pub(super) client: Client,
     pub(super) generation: u32,
     /// Index of the listener it came from (its upstream).
     pub(super) listener: usize,
@@ -118,7 +119,7 @@ pub(super) fn conn_step(conn: &mut Conn, origins: &Origins) -> Driven {
             }
         },
         Stage::Connecting { upstream, .. } => connected(upstream),
-        Stage::Relaying { upstream, relay } => match relay.pump(&conn.client, upstream) {
+        Stage::Relaying { upstream, relay } => match relay.pump(conn.client.tcp(), upstream) {
             Progress::Open => Driven::Wait,
             Progress::Closed | Progress::Aborted => Driven::Close(End::Relayed),
         },
@@ -139,7 +140,7 @@ fn connected(upstream: &TcpStream) -> Driven {
 
 /// Writes what is left of `reply`: `Some(true)` once all of it is out,
 /// `Some(false)` to wait, `None` on an error.
-fn write_all(client: &mut TcpStream, reply: &[u8], sent: &mut usize) -> Option<bool> {
+fn write_all(client: &mut Client, reply: &[u8], sent: &mut usize) -> Option<bool> {
     loop {
         let Some(rest) = reply.get(*sent..).filter(|r| !r.is_empty()) else {
             return Some(true);
@@ -156,7 +157,7 @@ fn write_all(client: &mut TcpStream, reply: &[u8], sent: &mut usize) -> Option<b
 
 /// Reads the upgrade request (`first`: bytes already read).
 fn upgrade_step(
-    client: &mut TcpStream,
+    client: &mut Client,
     reader: &mut UpgradeReader,
     first: &[u8],
     origins: &Origins,
@@ -234,7 +235,7 @@ fn header_step(conn: &mut Conn, origins: &Origins) -> Driven {
 /// Sniffs `first` (bytes already read), then reads while the verdict is
 /// open; at most one stack buffer of bytes is read past a verdict's first
 /// byte.
-fn sniff_step(client: &mut TcpStream, sniff: &mut Sniff, first: &[u8]) -> Driven {
+fn sniff_step(client: &mut Client, sniff: &mut Sniff, first: &[u8]) -> Driven {
     if !first.is_empty() {
         match sniff.on_bytes(first) {
             Step::Wait => {}

@@ -19,6 +19,7 @@ use crate::control::{ShutdownFlag, Wakeup};
 use crate::reload::ReplyMailbox;
 
 mod bridge;
+mod client;
 mod conn;
 mod spec;
 pub(crate) mod worker;
@@ -45,6 +46,8 @@ pub(crate) struct GatewayCtx {
     pub websocket_from: usize,
     /// `--ws-origin`.
     pub origins: std::sync::Arc<flashpolicy_proto::ws::Origins>,
+    /// `--tls-cert`/`--tls-key`: the `--websocket` listeners' certificate.
+    pub tls: Option<std::sync::Arc<crate::tls::TlsCell>>,
     /// `--drain-timeout`: how long relays may go on after shutdown.
     pub drain_timeout: Duration,
     /// `--upstream-proxy-protocol`.

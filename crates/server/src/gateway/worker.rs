@@ -29,7 +29,9 @@ use slab::Slab;
 use tracing::{debug, warn};
 
 use super::bridge::Bridge;
+use super::client::Client;
 use super::GatewayCtx;
+use crate::tls::TlsAcceptor;
 use flashpolicy_proto::ws::{Accepted, Origins, Refusal};
 
 /// The answer to a valid upgrade whose game server cannot be reached.
@@ -99,6 +101,7 @@ pub(crate) fn run(ctx: GatewayCtx) -> io::Result<()> {
         draining: None,
         websocket_from: ctx.websocket_from,
         origins: ctx.origins,
+        tls: ctx.tls.map(TlsAcceptor::new),
     };
     loop {
         let now = Instant::now();
@@ -163,6 +166,8 @@ struct Gateway {
     websocket_from: usize,
     /// `--ws-origin`.
     origins: Arc<Origins>,
+    /// `--tls-cert`: `--websocket` listeners speak TLS.
+    tls: Option<TlsAcceptor>,
 }
 
 impl Gateway {
@@ -230,7 +235,7 @@ impl Gateway {
         }
     }
 
-    fn start(&mut self, mut client: TcpStream, peer: SocketAddr, listener: usize, now: Instant) {
+    fn start(&mut self, stream: TcpStream, peer: SocketAddr, listener: usize, now: Instant) {
         // With --proxy-protocol, only --proxy-from peers may send a header.
         let websocket = listener >= self.websocket_from;
         let stage = match &self.proxy {
@@ -241,6 +246,19 @@ impl Gateway {
                 self.tally.ended(End::ProxyInvalid);
                 return;
             }
+        };
+        // `wss://`: the TLS session starts with the connection (config
+        // refuses --proxy-protocol with TLS, so no header comes first).
+        let mut client = match (&mut self.tls, websocket) {
+            (Some(acceptor), true) => match acceptor.accept(stream) {
+                Ok(tls) => Client::Tls(Box::new(tls)),
+                Err(e) => {
+                    debug!("gateway {}: TLS: {e}", self.id);
+                    self.tally.ended(End::Failed);
+                    return;
+                }
+            },
+            _ => Client::Plain(stream),
         };
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1);
@@ -367,7 +385,7 @@ impl Gateway {
         };
         let mut first = Vec::new();
         if let Some(version) = self.upstream_proxy {
-            let local = conn.client.local_addr().unwrap_or(upstream_addr);
+            let local = conn.client.tcp().local_addr().unwrap_or(upstream_addr);
             first = proxy_header::encode(version, conn.player, local);
         }
         let mut upstream = match TcpStream::connect(upstream_addr) {
@@ -407,7 +425,7 @@ impl Gateway {
         };
         let mut first = Vec::new();
         if let Some(version) = header_for {
-            let local = conn.client.local_addr().unwrap_or(upstream_addr);
+            let local = conn.client.tcp().local_addr().unwrap_or(upstream_addr);
             first = proxy_header::encode(version, conn.player, local);
         }
         first.extend_from_slice(&already);
