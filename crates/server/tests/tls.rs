@@ -8,7 +8,6 @@ mod common;
 #[allow(dead_code)] // shared with gateway.rs, which uses all of it
 mod gw;
 #[path = "common/pki.rs"]
-#[allow(dead_code)] // shared with the unit tests of src/tls
 mod pki;
 
 use std::io::{Read, Write};
