@@ -191,6 +191,12 @@ pub struct RunArgs {
     #[arg(long, requires = "payload")]
     pub flash_gateway: bool,
 
+    /// With --payload: do not half-close after sending; the client closes
+    /// once the whole payload has come back (for relays that close both
+    /// ways at a client's half-close, such as sslh).
+    #[arg(long, requires = "payload")]
+    pub no_half_close: bool,
+
     /// Write a JSON summary to FILE.
     #[arg(long, value_name = "FILE", long_help = json_help())]
     pub json: Option<PathBuf>,
@@ -389,6 +395,9 @@ pub struct RunConfig {
     /// `--flash-gateway`: the policy request first, then the echo on a
     /// second connection.
     pub flash_gateway: bool,
+    /// `--no-half-close`: the client closes after the whole echo, instead
+    /// of half-closing after sending and waiting for the server's close.
+    pub no_half_close: bool,
     /// Outputs.
     pub json: Option<PathBuf>,
     /// Outputs.
@@ -500,6 +509,7 @@ impl RunConfig {
             proxy,
             payload: a.payload,
             flash_gateway: a.flash_gateway,
+            no_half_close: a.no_half_close,
             json: a.json,
             hgrm: a.hgrm,
             log: a.log,

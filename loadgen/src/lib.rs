@@ -25,12 +25,15 @@
 //! counts such as `--payload 64KiB`),
 //! [`stats`] (counts and histograms), [`runner`] (threads, progress, log),
 //! [`report`] (text, JSON, `.hgrm`), [`hlog`] (interval logs and `merge`),
-//! [`plot`] (SVG), [`sys`] (the few raw system calls).
+//! [`plot`] (SVG), [`sys`] (the few raw system calls); [`echo_server`] is
+//! the `flashpolicy-echo` binary's echo server (the game server behind the
+//! gateway and bridge benchmarks).
 //!
 //! See `USAGE.md` in the crate for the command line and the report.
 
 pub mod check;
 pub mod cli;
+pub mod echo_server;
 pub mod hlog;
 pub mod mix;
 pub mod plot;

@@ -419,6 +419,10 @@ impl Worker {
                             self.conclude(key, Outcome::Failed(ErrorKind::BadResponse, &bad), now);
                             return;
                         }
+                        if echo.complete() && self.plan.config.no_half_close {
+                            self.conclude(key, Outcome::Ok, now);
+                            return;
+                        }
                     } else if conn.scenario.wants_policy() {
                         self.checker.feed(&mut conn.reply, &self.scratch[..n]);
                     } else {

@@ -1,6 +1,7 @@
 //! `--payload`: the echo test. A client sends its payload (after the PROXY
 //! header, if any), half-closes its side, and reads until the server closes;
-//! what comes back must be exactly the payload.
+//! what comes back must be exactly the payload. With `--no-half-close` it
+//! does not half-close, and closes itself once the whole payload is back.
 //!
 //! The payload is a pattern of the client's own (a function of a per-client
 //! seed and the byte's offset), generated on the fly into the thread's send
@@ -117,6 +118,11 @@ impl Echo {
         Ok(())
     }
 
+    /// Whether every byte has come back.
+    pub(super) fn complete(&self) -> bool {
+        self.received >= self.len
+    }
+
     /// The server closed: was everything echoed?
     pub(super) fn finish(&self) -> Result<(), BadEcho> {
         if self.received < self.len {
@@ -189,7 +195,12 @@ impl Worker {
                 }
             }
         }
-        // Everything sent: the server sees EOF once it has read it all.
+        // Everything sent: the server sees EOF once it has read it all
+        // (with --no-half-close, the client closes once the echo is back).
+        if self.plan.config.no_half_close {
+            conn.phase = Phase::Receiving;
+            return true;
+        }
         if let Err(e) = conn.stream.shutdown(Shutdown::Write) {
             self.conclude(key, Outcome::Failed(classify_io(&e), &e), now);
             return false;

@@ -256,22 +256,35 @@ impl Server {
 
     /// Starts it on 127.0.0.1:0 and waits for its "listening on" line.
     pub fn start(bin: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(bin)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--backend",
-                "epoll",
-                "--threads",
-                "1",
-            ])
-            .args(extra)
+        let mut cmd = Command::new(bin);
+        cmd.args([
+            "--listen",
+            "127.0.0.1:0",
+            "--backend",
+            "epoll",
+            "--threads",
+            "1",
+        ])
+        .args(extra);
+        Server::spawn(cmd)
+    }
+
+    /// Starts `flashpolicy-echo` (this crate's echo server) on 127.0.0.1:0.
+    pub fn echo(extra: &[&str]) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_flashpolicy-echo"));
+        cmd.args(extra);
+        Server::spawn(cmd)
+    }
+
+    /// Runs `cmd` and waits for its "listening on ADDR" line on stderr.
+    pub fn spawn(mut cmd: Command) -> Server {
+        let mut child = cmd
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("start flashpolicyd");
+            .unwrap_or_else(|e| panic!("start {cmd:?}: {e}"));
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -293,7 +306,7 @@ impl Server {
             }
             if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
                 let _ = child.kill();
-                panic!("flashpolicyd did not log \"listening on ADDR\"");
+                panic!("{cmd:?} did not log \"listening on ADDR\"");
             }
         };
         Server { child, addr }
