@@ -360,3 +360,82 @@ fn a_page_from_anywhere_draws_a_start_up_warning_without_ws_origin() {
     assert_eq!(status.and_then(|s| s.code()), Some(2), "{log}");
     assert!(log.contains("trailing /"), "{log}");
 }
+
+#[test]
+fn proxy_v2_toward_the_game_names_the_browser() {
+    use flashpolicy_proto::proxy::{HeaderReader, Step};
+    let up = upstream(Upstream::Echo);
+    for backend in backends() {
+        let (server, addr) = bridge(backend, up, &["--upstream-proxy-protocol", "v2"]);
+        let mut s = connect_from("127.0.0.9", addr);
+        let me = s.local_addr().expect("local");
+        s.write_all(request(PAGE).as_bytes()).expect("upgrade");
+        assert!(
+            read_head(&mut s).starts_with("HTTP/1.1 101 "),
+            "[{backend}]"
+        );
+        s.write_all(&frame(0x82, b"<msg/>")).expect("send");
+        // The echo server sends back the header it got, then the bytes; a
+        // v2 header for IPv4 is 28 bytes.
+        let got = read_binary(&mut s, 28 + 6);
+        match HeaderReader::default().feed(&got) {
+            Step::Header {
+                client, consumed, ..
+            } => {
+                assert_eq!(client, Some(me), "[{backend}]");
+                assert_eq!(&got[consumed..], b"<msg/>", "[{backend}]");
+            }
+            other => panic!("[{backend}] not a PROXY header: {other:?} in {got:?}"),
+        }
+        s.write_all(&frame(0x88, b"")).expect("close");
+        expect_close(&mut s, 1000);
+        stop(server, backend);
+    }
+}
+
+#[test]
+fn a_flooding_browser_and_a_stalled_game_do_not_grow_the_bridge() {
+    let up = upstream(Upstream::Stall);
+    let chunk = frame(0x82, &vec![0x5au8; 60_000]);
+    for backend in backends() {
+        let (server, addr) = bridge(backend, up, &["--drain-timeout", "300ms"]);
+        let rss = || {
+            std::fs::read_to_string(format!("/proc/{}/status", server.pid()))
+                .expect("status")
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .expect("VmRSS")
+        };
+        let mut s = open(addr);
+        let before = rss();
+        s.set_nonblocking(true).expect("nonblocking");
+        let (mut written, mut blocked_since) = (0usize, None::<Instant>);
+        // Until the bridge stops taking bytes for half a second, or 256 MiB
+        // went in, which an unbounded buffer would take.
+        while written < 256 << 20 {
+            match s.write(&chunk[written % chunk.len()..]) {
+                Ok(n) => {
+                    written += n;
+                    blocked_since = None;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    let since = *blocked_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > Duration::from_millis(500) {
+                        break;
+                    }
+                    thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("[{backend}] write: {e}"),
+            }
+        }
+        assert!(written < 256 << 20, "[{backend}] the bridge took it all");
+        let after = rss();
+        assert!(
+            after < before + 8 * 1024,
+            "[{backend}] RSS {before} kB -> {after} kB after {written} bytes in"
+        );
+        drop(s);
+        stop(server, backend);
+    }
+}
