@@ -214,15 +214,6 @@ fn a_flooding_client_and_a_stalled_upstream_do_not_grow_the_gateway() {
     }
 }
 
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .expect("status")
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
 #[test]
 fn an_upstream_that_is_down_closes_the_client_and_is_counted() {
     // A port nothing listens on: bound, then closed.

@@ -13,11 +13,9 @@ mod pki;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::thread;
-use std::time::{Duration, Instant};
 
 use common::*;
-use gw::{upstream, Upstream};
+use gw::{announced, upstream, Upstream};
 use pki::TestCa;
 use rustls::pki_types::{CertificateDer, ServerName};
 
@@ -33,18 +31,8 @@ fn start(cert: &TempFile, key: &TempFile, up: SocketAddr) -> (Server, SocketAddr
             key.path(),
         ])
         .start();
-    let deadline = Instant::now() + PROCESS_TIMEOUT;
-    loop {
-        let log = server.log_text();
-        if let Some(addr) = log.lines().find_map(|l| {
-            let rest = &l[l.find("websocket on ")? + "websocket on ".len()..];
-            rest.split_whitespace().next()?.parse().ok()
-        }) {
-            return (server, addr);
-        }
-        assert!(Instant::now() < deadline, "no websocket line:\n{log}");
-        thread::sleep(Duration::from_millis(10));
-    }
+    let addr = announced(&server, "websocket on ");
+    (server, addr)
 }
 
 /// Opens a wss:// bridge, checks one echo, and returns the certificate the

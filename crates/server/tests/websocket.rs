@@ -15,7 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-use gw::{upstream, Upstream};
+use gw::{announced, rss_kb, upstream, Upstream};
 
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
@@ -27,21 +27,8 @@ fn bridge(backend: &'static str, up: SocketAddr, args: &[&str]) -> (Server, Sock
         .args(&["--websocket", &spec, "--threads", "2", "--log", "debug"])
         .args(args)
         .start();
-    let deadline = Instant::now() + PROCESS_TIMEOUT;
-    loop {
-        let log = server.log_text();
-        if let Some(addr) = log.lines().find_map(|l| {
-            let rest = &l[l.find("websocket on ")? + "websocket on ".len()..];
-            rest.split_whitespace().next()?.parse().ok()
-        }) {
-            return (server, addr);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "[{backend}] no websocket line:\n{log}"
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
+    let addr = announced(&server, "websocket on ");
+    (server, addr)
 }
 
 fn request(origin: &str) -> String {
@@ -399,14 +386,7 @@ fn a_flooding_browser_and_a_stalled_game_do_not_grow_the_bridge() {
     let chunk = frame(0x82, &vec![0x5au8; 60_000]);
     for backend in backends() {
         let (server, addr) = bridge(backend, up, &["--drain-timeout", "300ms"]);
-        let rss = || {
-            std::fs::read_to_string(format!("/proc/{}/status", server.pid()))
-                .expect("status")
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-                .expect("VmRSS")
-        };
+        let rss = || rss_kb(server.pid());
         let mut s = open(addr);
         let before = rss();
         s.set_nonblocking(true).expect("nonblocking");

@@ -377,11 +377,46 @@ impl Gateway {
     /// A valid upgrade: connects the game (the 101 goes out once it is
     /// connected, so a browser whose game is down gets a 502 instead).
     fn connect_ws(&mut self, key: usize, accepted: Box<Accepted>, now: Instant) -> Next {
+        let (upstream, first) = match self.open_upstream(key, now) {
+            Ok(opened) => opened,
+            Err(next) => return next,
+        };
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.stage = Stage::WsConnecting {
+                upstream,
+                first,
+                accepted,
+            };
+        }
+        Next::Wait
+    }
+
+    /// Relays to the game: `already` (what the sniff read) goes first.
+    fn connect(&mut self, key: usize, already: Vec<u8>, eof: bool, now: Instant) -> Next {
+        let (upstream, mut first) = match self.open_upstream(key, now) {
+            Ok(opened) => opened,
+            Err(next) => return next,
+        };
+        first.extend_from_slice(&already);
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.stage = Stage::Connecting {
+                upstream,
+                first,
+                client_eof: eof,
+            };
+        }
+        Next::Wait
+    }
+
+    /// Starts a non-blocking connect to the connection's upstream, bounded
+    /// by `--timeout`; with `--upstream-proxy-protocol`, also the header to
+    /// send it first.
+    fn open_upstream(&mut self, key: usize, now: Instant) -> Result<(TcpStream, Vec<u8>), Next> {
         let Some(conn) = self.conns.get_mut(key) else {
-            return Next::Wait;
+            return Err(Next::Wait);
         };
         let Some(&(_, upstream_addr)) = self.routes.get(conn.listener) else {
-            return Next::Close(End::Failed);
+            return Err(Next::Close(End::Failed));
         };
         let mut first = Vec::new();
         if let Some(version) = self.upstream_proxy {
@@ -390,14 +425,14 @@ impl Gateway {
         }
         let mut upstream = match TcpStream::connect(upstream_addr) {
             Ok(s) => s,
-            Err(e) => return self.upstream_failed(key, &e, now),
+            Err(e) => return Err(self.upstream_failed(key, &e, now)),
         };
         if let Err(e) = self
             .poll
             .registry()
             .register(&mut upstream, Token(key * 2 + 1), BOTH)
         {
-            return self.upstream_failed(key, &e, now);
+            return Err(self.upstream_failed(key, &e, now));
         }
         conn.deadline = now + self.timeout;
         self.timers.push(Reverse((
@@ -406,53 +441,7 @@ impl Gateway {
             conn.generation,
             Timer::Deadline,
         )));
-        conn.stage = Stage::WsConnecting {
-            upstream,
-            first,
-            accepted,
-        };
-        Next::Wait
-    }
-
-    fn connect(&mut self, key: usize, already: Vec<u8>, eof: bool, now: Instant) -> Next {
-        let timeout = self.timeout;
-        let header_for = self.upstream_proxy;
-        let Some(conn) = self.conns.get_mut(key) else {
-            return Next::Wait;
-        };
-        let Some(&(_, upstream_addr)) = self.routes.get(conn.listener) else {
-            return Next::Close(End::Failed);
-        };
-        let mut first = Vec::new();
-        if let Some(version) = header_for {
-            let local = conn.client.tcp().local_addr().unwrap_or(upstream_addr);
-            first = proxy_header::encode(version, conn.player, local);
-        }
-        first.extend_from_slice(&already);
-        let mut upstream = match TcpStream::connect(upstream_addr) {
-            Ok(s) => s,
-            Err(e) => return self.upstream_failed(key, &e, now),
-        };
-        if let Err(e) = self
-            .poll
-            .registry()
-            .register(&mut upstream, Token(key * 2 + 1), BOTH)
-        {
-            return self.upstream_failed(key, &e, now);
-        }
-        conn.deadline = now + timeout;
-        self.timers.push(Reverse((
-            conn.deadline,
-            key,
-            conn.generation,
-            Timer::Deadline,
-        )));
-        conn.stage = Stage::Connecting {
-            upstream,
-            first,
-            client_eof: eof,
-        };
-        Next::Wait
+        Ok((upstream, first))
     }
 
     fn relay(&mut self, key: usize) -> Next {

@@ -78,21 +78,35 @@ pub fn gateway(backend: &'static str, up: SocketAddr, args: &[&str]) -> (Server,
         .args(&["--gateway", &spec, "--threads", "2", "--log", "debug"])
         .args(args)
         .start();
+    let addr = announced(&server, "gateway on ");
+    (server, addr)
+}
+
+/// The address a server's start-up line `<label>ADDR ...` names (`gateway
+/// on `, `websocket on `), waited for at most [`PROCESS_TIMEOUT`].
+pub fn announced(server: &Server, label: &str) -> SocketAddr {
     let deadline = Instant::now() + PROCESS_TIMEOUT;
     loop {
         let log = server.log_text();
         if let Some(addr) = log.lines().find_map(|l| {
-            let rest = &l[l.find("gateway on ")? + "gateway on ".len()..];
+            let rest = &l[l.find(label)? + label.len()..];
             rest.split_whitespace().next()?.parse().ok()
         }) {
-            return (server, addr);
+            return addr;
         }
-        assert!(
-            Instant::now() < deadline,
-            "[{backend}] no gateway line:\n{log}"
-        );
+        assert!(Instant::now() < deadline, "no {label:?} line:\n{log}");
         thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// The resident memory of a process, in kB.
+pub fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
 }
 
 /// Sends `bytes`, half-closes, and reads everything back until the close.

@@ -78,20 +78,6 @@ pub fn flashpolicyd(_tools: &Tools, upstream: SocketAddr, tls: Option<&Cert>) ->
         builder = builder.args(&["--tls-cert", cert.cert.path(), "--tls-key", cert.key.path()]);
     }
     let server = builder.start();
-    let deadline = std::time::Instant::now() + crate::common::PROCESS_TIMEOUT;
-    let addr: SocketAddr = loop {
-        let log = server.log_text();
-        if let Some(addr) = log.lines().find_map(|l| {
-            let rest = &l[l.find("websocket on ")? + "websocket on ".len()..];
-            rest.split_whitespace().next()?.parse().ok()
-        }) {
-            break addr;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no websocket line:\n{log}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    };
+    let addr = crate::gw::announced(&server, "websocket on ");
     Bridge::new("flashpolicyd", url_of(addr, tls.is_some()), server)
 }
