@@ -18,7 +18,9 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use flashpolicy_proto::proxy::ProxySettings;
-use flashpolicy_proto::serve::{AddressLimit, End, RateLimit, Sniff, Step};
+use flashpolicy_proto::serve::{
+    classify_accept_errno, AcceptErrorKind, AddressLimit, End, RateLimit, Sniff, Step,
+};
 use std::sync::Arc;
 
 use super::conn::{conn_step, hold_player, Conn, Driven, Stage};
@@ -102,6 +104,8 @@ pub(crate) fn run(ctx: GatewayCtx) -> io::Result<()> {
         websocket_from: ctx.websocket_from,
         origins: ctx.origins,
         tls: ctx.tls.map(TlsAcceptor::new),
+        spare: crate::engine::common::open_spare(),
+        warn_shed: RateLimit::default(),
     };
     loop {
         let now = Instant::now();
@@ -168,6 +172,9 @@ struct Gateway {
     origins: Arc<Origins>,
     /// `--tls-cert`: `--websocket` listeners speak TLS.
     tls: Option<TlsAcceptor>,
+    /// Closed to accept (and shed) a connection when out of descriptors.
+    spare: Option<std::fs::File>,
+    warn_shed: RateLimit,
 }
 
 impl Gateway {
@@ -220,9 +227,13 @@ impl Gateway {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    // Out of descriptors or memory, or the client left:
-                    // what is queued waits for the next edge.
-                    debug!("gateway {}: accept: {e}", self.id);
+                    let errno = crate::engine::common::accept_errno(&e);
+                    if classify_accept_errno(errno) == AcceptErrorKind::OutOfResources {
+                        self.shed_queued(i, &e, Instant::now());
+                    } else {
+                        // The client left: the next one waits for the next edge.
+                        debug!("gateway {}: accept: {e}", self.id);
+                    }
                     return;
                 }
             };
@@ -232,6 +243,27 @@ impl Gateway {
                 continue;
             }
             self.start(stream, peer, i, now);
+        }
+    }
+
+    /// Out of descriptors: every queued connection is accepted with the
+    /// spare descriptor and closed at once (a FIN), counted `shed`, rather
+    /// than left waiting in the kernel for an edge that may never come.
+    fn shed_queued(&mut self, i: usize, e: &io::Error, now: Instant) {
+        if self.warn_shed.allow(now) {
+            warn!(
+                "gateway {}: accept: {e}: shedding queued connections (raise the descriptor \
+                 limit, or lower --max-connections; further ones within a minute are counted, \
+                 not logged)",
+                self.id
+            );
+        }
+        let Some(listener) = self.listeners.get(i) else {
+            return;
+        };
+        while crate::engine::common::shed_one(&mut self.spare, || listener.accept().is_ok()) {
+            self.tally.accepted();
+            self.tally.ended(End::Shed);
         }
     }
 
