@@ -122,7 +122,7 @@ pub struct Args {
     pub websocket: Vec<crate::gateway::GatewaySpec>,
 
     /// With --websocket: only pages of this origin may connect (repeatable;
-    /// an exact match on the Origin header, e.g. https://game.example.com).
+    /// an exact match on the Origin header, e.g. `https://game.example.com`).
     /// Without it, any page may.
     #[arg(long = "ws-origin", value_name = "ORIGIN")]
     pub ws_origin: Vec<flashpolicy_proto::ws::Origin>,
