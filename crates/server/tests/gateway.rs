@@ -15,7 +15,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc::{self, Receiver};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use flashpolicy_proto::proxy::{HeaderReader, Step};
@@ -181,29 +181,9 @@ fn a_flooding_client_and_a_stalled_upstream_do_not_grow_the_gateway() {
         s.write_all(b"<flood/>").expect("send");
         thread::sleep(Duration::from_millis(100));
         let before = rss_kb(pid);
-        s.set_nonblocking(true).expect("nonblocking");
         let chunk = vec![0x5au8; 64 * 1024];
-        let mut written = 0usize;
-        let mut blocked_since: Option<Instant> = None;
-        // Until the gateway stops taking bytes (blocked for half a second)
-        // or 256 MiB went in, which an unbounded buffer would take.
-        while written < 256 << 20 {
-            match s.write(&chunk) {
-                Ok(n) => {
-                    written += n;
-                    blocked_since = None;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let since = *blocked_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() > Duration::from_millis(500) {
-                        break;
-                    }
-                    thread::sleep(Duration::from_millis(5));
-                }
-                Err(e) => panic!("[{backend}] write: {e}"),
-            }
-        }
-        assert!(written < 256 << 20, "[{backend}] the gateway took it all");
+        let written = flood_until_blocked(&mut s, &chunk);
+        assert!(written < FLOOD_LIMIT, "[{backend}] the gateway took it all");
         let after = rss_kb(pid);
         assert!(
             after < before + 8 * 1024,

@@ -12,10 +12,9 @@ mod gw;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::thread;
-use std::time::{Duration, Instant};
 
 use common::*;
-use gw::{announced, rss_kb, upstream, Upstream};
+use gw::{announced, flood_until_blocked, rss_kb, upstream, Upstream, FLOOD_LIMIT};
 
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
@@ -389,27 +388,8 @@ fn a_flooding_browser_and_a_stalled_game_do_not_grow_the_bridge() {
         let rss = || rss_kb(server.pid());
         let mut s = open(addr);
         let before = rss();
-        s.set_nonblocking(true).expect("nonblocking");
-        let (mut written, mut blocked_since) = (0usize, None::<Instant>);
-        // Until the bridge stops taking bytes for half a second, or 256 MiB
-        // went in, which an unbounded buffer would take.
-        while written < 256 << 20 {
-            match s.write(&chunk[written % chunk.len()..]) {
-                Ok(n) => {
-                    written += n;
-                    blocked_since = None;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    let since = *blocked_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() > Duration::from_millis(500) {
-                        break;
-                    }
-                    thread::sleep(Duration::from_millis(5));
-                }
-                Err(e) => panic!("[{backend}] write: {e}"),
-            }
-        }
-        assert!(written < 256 << 20, "[{backend}] the bridge took it all");
+        let written = flood_until_blocked(&mut s, &chunk);
+        assert!(written < FLOOD_LIMIT, "[{backend}] the bridge took it all");
         let after = rss();
         assert!(
             after < before + 8 * 1024,

@@ -130,3 +130,32 @@ pub fn stop(mut server: Server, context: &str) -> flashpolicy_proto::serve::Tall
     let log = server.expect_exit(0, context);
     expect_totals(&log, context)
 }
+
+/// Writes `chunk` over and over into non-blocking `s` until the peer stops
+/// taking bytes for half a second, or 256 MiB went in (which only an
+/// unbounded buffer would take); returns the bytes written. A chunk that
+/// is a whole frame stays aligned: each write resumes where the last ended.
+pub fn flood_until_blocked(s: &mut TcpStream, chunk: &[u8]) -> usize {
+    s.set_nonblocking(true).expect("nonblocking");
+    let (mut written, mut blocked_since) = (0usize, None::<Instant>);
+    while written < FLOOD_LIMIT {
+        match s.write(&chunk[written % chunk.len()..]) {
+            Ok(n) => {
+                written += n;
+                blocked_since = None;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let since = *blocked_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_millis(500) {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+    written
+}
+
+/// What [`flood_until_blocked`] stops at.
+pub const FLOOD_LIMIT: usize = 256 << 20;
