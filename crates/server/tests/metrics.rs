@@ -218,7 +218,16 @@ fn bad_http_clients_hurt_neither_scrapes_nor_serving() {
             "{body}"
         );
         serve("with silent metrics clients connected");
-        let body = scrape(metrics);
+        // The client may see the reply's FIN before the worker counts it:
+        // the count follows within moments.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut body = scrape(metrics);
+        while !ended(&body, End::Served, 0).is_some_and(|n| n >= 3)
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+            body = scrape(metrics);
+        }
         assert!(
             ended(&body, End::Served, 0).is_some_and(|n| n >= 3),
             "{body}"
