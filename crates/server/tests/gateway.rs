@@ -196,11 +196,7 @@ fn a_flooding_client_and_a_stalled_upstream_do_not_grow_the_gateway() {
 
 #[test]
 fn an_upstream_that_is_down_closes_the_client_and_is_counted() {
-    // A port nothing listens on: bound, then closed.
-    let down = TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr");
+    let down = closed_port();
     for backend in backends() {
         let (server, addr) = gateway(backend, down, &[]);
         for _ in 0..3 {

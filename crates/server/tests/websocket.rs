@@ -14,7 +14,9 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::thread;
 
 use common::*;
-use gw::{announced, flood_until_blocked, rss_kb, upstream, Upstream, FLOOD_LIMIT};
+use gw::{
+    announced, closed_port, flood_until_blocked, rss_kb, stop, upstream, Upstream, FLOOD_LIMIT,
+};
 
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
@@ -123,12 +125,6 @@ fn expect_close(s: &mut TcpStream, code: u16) {
     assert_eq!(first, 0x88, "a close frame");
     assert_eq!(p, code.to_be_bytes(), "close code");
     assert_eq!(read_to_close(s, 64).expect("then the TCP close"), b"");
-}
-
-fn stop(mut server: Server, backend: &str) -> flashpolicy_proto::serve::Tally {
-    server.signal(libc::SIGTERM);
-    let log = server.expect_exit(0, backend);
-    expect_totals(&log, backend)
 }
 
 #[test]
@@ -314,10 +310,7 @@ fn a_client_that_never_finishes_the_upgrade_is_closed_at_the_timeout() {
 
 #[test]
 fn a_game_server_that_is_down_gets_the_browser_a_502() {
-    let down = TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr");
+    let down = closed_port();
     for backend in backends() {
         let (server, addr) = bridge(backend, down, &[]);
         let mut s = connect(addr);

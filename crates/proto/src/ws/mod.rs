@@ -29,4 +29,4 @@ pub use closing::{Act, Closing};
 pub use inbound::{Control, Decoded, Inbound, Violation, MAX_FRAME};
 pub use origin::{Origin, OriginError, Origins};
 pub use outbound::{binary_header, push_close, push_pong, MAX_CONTROL_FRAME, MAX_SERVER_HEADER};
-pub use upgrade::{Accepted, Refusal, UpgradeReader, UpgradeStep, MAX_UPGRADE_LEN};
+pub use upgrade::{Accepted, Refusal, UpgradeReader, UpgradeStep, BAD_GATEWAY, MAX_UPGRADE_LEN};

@@ -21,6 +21,10 @@ use super::origin::Origins;
 /// 1 KiB, cookies included for a small site.
 pub const MAX_UPGRADE_LEN: usize = 4096;
 
+/// The answer to a valid upgrade whose game server cannot be reached
+/// (sent instead of the 101).
+pub const BAD_GATEWAY: &[u8] = b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nContent-Length: 34\r\nConnection: close\r\n\r\nthe game server cannot be reached\n";
+
 /// The most header fields a request may have.
 const MAX_HEADERS: usize = 32;
 

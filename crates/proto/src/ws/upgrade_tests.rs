@@ -172,25 +172,29 @@ fn every_refusal_is_a_well_formed_response_with_its_status() {
         Refusal::BadKey,
         Refusal::Origin,
     ] {
-        let bytes = r.response();
-        let mut headers = [httparse::EMPTY_HEADER; 16];
-        let mut resp = httparse::Response::new(&mut headers);
-        let Ok(httparse::Status::Complete(head)) = resp.parse(bytes) else {
-            panic!("{r:?}: not a response")
-        };
-        assert_eq!(resp.code, Some(r.status()), "{r:?}");
-        let len: usize = resp
-            .headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-            .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
-            .expect("content-length");
-        assert_eq!(bytes.len() - head, len, "{r:?}");
-        assert!(
-            resp.headers
-                .iter()
-                .any(|h| h.name == "Connection" && lists(h.value, "close")),
-            "{r:?}"
-        );
+        well_formed(r.response(), r.status(), &format!("{r:?}"));
     }
+    well_formed(BAD_GATEWAY, 502, "BAD_GATEWAY");
+}
+
+fn well_formed(bytes: &[u8], status: u16, r: &str) {
+    let mut headers = [httparse::EMPTY_HEADER; 16];
+    let mut resp = httparse::Response::new(&mut headers);
+    let Ok(httparse::Status::Complete(head)) = resp.parse(bytes) else {
+        panic!("{r}: not a response")
+    };
+    assert_eq!(resp.code, Some(status), "{r}");
+    let len: usize = resp
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
+        .expect("content-length");
+    assert_eq!(bytes.len() - head, len, "{r}");
+    assert!(
+        resp.headers
+            .iter()
+            .any(|h| h.name == "Connection" && lists(h.value, "close")),
+        "{r}"
+    );
 }

@@ -301,7 +301,7 @@ impl Bridge {
             progress |= self.write_ctrl(client)?;
             if self.ctrl_pos < self.ctrl.len() || self.close_at.is_some() {
                 // Control bytes first; nothing after a close.
-                progress |= flush(client)?;
+                flush(client)?;
                 return Ok(progress);
             }
         }
@@ -325,7 +325,7 @@ impl Bridge {
             self.down_started = false;
             progress = true;
         }
-        progress |= flush(client)?;
+        flush(client)?;
         Ok(progress)
     }
 
@@ -355,11 +355,12 @@ impl Bridge {
     }
 }
 
-fn flush<C: Write>(client: &mut C) -> io::Result<bool> {
+/// Pushes out what a TLS client holds; what the socket does not take now
+/// goes on its writable edge.
+fn flush<C: Write>(client: &mut C) -> io::Result<()> {
     match client.flush() {
-        Ok(()) => Ok(false),
-        Err(e) if would_block(&e) => Ok(false),
-        Err(e) => Err(e),
+        Err(e) if !would_block(&e) => Err(e),
+        _ => Ok(()),
     }
 }
 

@@ -34,10 +34,8 @@ use super::bridge::Bridge;
 use super::client::Client;
 use super::GatewayCtx;
 use crate::tls::TlsAcceptor;
-use flashpolicy_proto::ws::{Accepted, Origins, Refusal};
+use flashpolicy_proto::ws::{Accepted, Origins, Refusal, BAD_GATEWAY};
 
-/// The answer to a valid upgrade whose game server cannot be reached.
-const BAD_GATEWAY: &[u8] = b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nContent-Length: 34\r\nConnection: close\r\n\r\nthe game server cannot be reached\n";
 use crate::relay::proxy_header::{self, UpstreamProxy};
 use crate::relay::Relay;
 
@@ -351,13 +349,7 @@ impl Gateway {
             if let Stage::Bridging { bridge, .. } = &mut conn.stage {
                 if bridge.awaits_client() && !bridge.armed {
                     bridge.armed = true;
-                    conn.deadline = now + self.timeout;
-                    self.timers.push(Reverse((
-                        conn.deadline,
-                        key,
-                        conn.generation,
-                        Timer::Deadline,
-                    )));
+                    arm_deadline(&mut self.timers, conn, key, now + self.timeout);
                 }
             }
         }
@@ -466,13 +458,7 @@ impl Gateway {
         {
             return Err(self.upstream_failed(key, &e, now));
         }
-        conn.deadline = now + self.timeout;
-        self.timers.push(Reverse((
-            conn.deadline,
-            key,
-            conn.generation,
-            Timer::Deadline,
-        )));
+        arm_deadline(&mut self.timers, conn, key, now + self.timeout);
         Ok((upstream, first))
     }
 
@@ -605,4 +591,11 @@ impl Gateway {
             self.tally.ended(end);
         }
     }
+}
+
+/// Moves a connection's `--timeout` deadline to `at`, with its timer (the
+/// earlier timer, if any, finds `deadline` later and waits on).
+fn arm_deadline(timers: &mut BinaryHeap<Due>, conn: &mut Conn, key: usize, at: Instant) {
+    conn.deadline = at;
+    timers.push(Reverse((at, key, conn.generation, Timer::Deadline)));
 }
