@@ -69,6 +69,8 @@ pub enum Violation {
     BadHeader,
     /// A client frame without a mask.
     Unmasked,
+    /// A server frame with a mask ([`Inbound::from_server`]).
+    Masked,
     /// RSV1–3 set: no extension was agreed.
     ReservedBits,
     /// A reserved opcode.
@@ -102,6 +104,7 @@ impl fmt::Display for Violation {
         f.write_str(match self {
             Violation::BadHeader => "bad frame header",
             Violation::Unmasked => "unmasked client frame",
+            Violation::Masked => "masked server frame",
             Violation::ReservedBits => "reserved bits set",
             Violation::ReservedOpcode => "reserved opcode",
             Violation::BadControl => "control frame too long or fragmented",
@@ -138,10 +141,13 @@ enum State {
     Done,
 }
 
-/// The decoder of one client's frames.
+/// The decoder of one peer's frames: a client's (the bridge's side), or a
+/// server's ([`Inbound::from_server`], a tester's side).
 #[derive(Debug, Clone)]
 pub struct Inbound {
     state: State,
+    /// Frames come from a client, so they must be masked (else: must not).
+    from_client: bool,
     header: [u8; MAX_HEADER],
     have: usize,
     /// A fragmented data message is open.
@@ -156,10 +162,11 @@ impl Default for Inbound {
 }
 
 impl Inbound {
-    /// Nothing decoded yet.
+    /// Nothing decoded yet of a client's frames.
     pub const fn new() -> Inbound {
         Inbound {
             state: State::Header,
+            from_client: true,
             header: [0; MAX_HEADER],
             have: 0,
             in_message: false,
@@ -167,6 +174,15 @@ impl Inbound {
                 bytes: [0; 125],
                 len: 0,
             },
+        }
+    }
+
+    /// Nothing decoded yet of a server's frames, which are not masked: the
+    /// same rules otherwise (binary only, [`MAX_FRAME`], control frames).
+    pub const fn from_server() -> Inbound {
+        Inbound {
+            from_client: false,
+            ..Inbound::new()
         }
     }
 
@@ -275,7 +291,13 @@ impl Inbound {
         if h.rsv1 || h.rsv2 || h.rsv3 {
             return Err(Violation::ReservedBits);
         }
-        let mask = h.mask.ok_or(Violation::Unmasked)?;
+        // A server's frames are unmasked: a zero mask leaves them as they are.
+        let mask = match (h.mask, self.from_client) {
+            (Some(m), true) => m,
+            (None, false) => [0; 4],
+            (None, true) => return Err(Violation::Unmasked),
+            (Some(_), false) => return Err(Violation::Masked),
+        };
         match h.opcode {
             OpCode::Data(Data::Reserved(_)) | OpCode::Control(Ctl::Reserved(_)) => {
                 Err(Violation::ReservedOpcode)
@@ -347,8 +369,12 @@ fn close_code(payload: &[u8]) -> Result<Option<u16>, Violation> {
     }
 }
 
-/// XORs `buf` with `mask`, `buf[0]` being byte `at` of the payload.
+/// XORs `buf` with `mask`, `buf[0]` being byte `at` of the payload (masking
+/// and unmasking are the same operation).
 pub fn unmask(buf: &mut [u8], mask: [u8; 4], at: usize) {
+    if mask == [0; 4] {
+        return;
+    }
     let m = [
         mask[at % 4],
         mask[(at + 1) % 4],

@@ -15,16 +15,23 @@
 //!   code.
 //! * [`outbound`]: frames to the browser: binary data, pong, close.
 //! * [`closing`]: the closing handshake against TCP half-closes.
+//! * [`client`]: the browser's side, for clients that test a bridge: the
+//!   upgrade request and its answer, masked frames.
 //!
 //! Frame headers and the accept key come from `tungstenite`'s protocol
 //! layer; the HTTP request is parsed by `httparse`.
 
+pub mod client;
 pub mod closing;
 pub mod inbound;
 pub mod origin;
 pub mod outbound;
 pub mod upgrade;
 
+pub use client::{
+    client_binary_header, push_client_close, upgrade_request, AnswerReader, HandshakeError,
+    MAX_CLIENT_HEADER,
+};
 pub use closing::{Act, Closing};
 pub use inbound::{Control, Decoded, Inbound, Violation, MAX_FRAME};
 pub use origin::{Origin, OriginError, Origins};

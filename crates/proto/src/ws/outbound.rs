@@ -15,24 +15,33 @@ pub const MAX_CONTROL_FRAME: usize = 2 + 125;
 /// end of `out` and returns where it starts: a payload read into the bytes
 /// right after `out` then follows it with no copy.
 pub fn binary_header(len: usize, out: &mut [u8; MAX_SERVER_HEADER]) -> usize {
-    header(OpCode::Data(Data::Binary), len, out)
+    header(OpCode::Data(Data::Binary), len, None, out)
 }
 
-fn header(opcode: OpCode, len: usize, out: &mut [u8; MAX_SERVER_HEADER]) -> usize {
+/// Writes the header of a final frame at the end of `out` and returns where
+/// it starts (`N` is room for the longest header: 10 bytes, 14 masked).
+pub(crate) fn header<const N: usize>(
+    opcode: OpCode,
+    len: usize,
+    mask: Option<[u8; 4]>,
+    out: &mut [u8; N],
+) -> usize {
     let h = FrameHeader {
         is_final: true,
         rsv1: false,
         rsv2: false,
         rsv3: false,
         opcode,
-        mask: None,
+        mask,
     };
     let n = h.len(len as u64);
-    let start = MAX_SERVER_HEADER - n;
+    let Some(start) = N.checked_sub(n) else {
+        return N;
+    };
     // A header of `n` bytes fits the last `n` bytes of the array exactly.
     let mut dst = &mut out[start..];
     if h.format(len as u64, &mut dst).is_err() {
-        return MAX_SERVER_HEADER;
+        return N;
     }
     start
 }
@@ -41,7 +50,7 @@ fn header(opcode: OpCode, len: usize, out: &mut [u8; MAX_SERVER_HEADER]) -> usiz
 pub fn push_pong(payload: &[u8], out: &mut Vec<u8>) {
     let payload = &payload[..payload.len().min(125)];
     let mut h = [0u8; MAX_SERVER_HEADER];
-    let start = header(OpCode::Control(Ctl::Pong), payload.len(), &mut h);
+    let start = header(OpCode::Control(Ctl::Pong), payload.len(), None, &mut h);
     out.extend_from_slice(&h[start..]);
     out.extend_from_slice(payload);
 }
@@ -49,7 +58,7 @@ pub fn push_pong(payload: &[u8], out: &mut Vec<u8>) {
 /// Appends a close frame with `code` (and no reason).
 pub fn push_close(code: u16, out: &mut Vec<u8>) {
     let mut h = [0u8; MAX_SERVER_HEADER];
-    let start = header(OpCode::Control(Ctl::Close), 2, &mut h);
+    let start = header(OpCode::Control(Ctl::Close), 2, None, &mut h);
     out.extend_from_slice(&h[start..]);
     out.extend_from_slice(&code.to_be_bytes());
 }

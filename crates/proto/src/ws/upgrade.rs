@@ -281,13 +281,13 @@ fn check(head: &[u8], origins: &Origins) -> Result<(Accepted, usize), Refusal> {
 }
 
 /// A comma-separated header value lists `token` (ASCII case-insensitive).
-fn lists(value: &[u8], token: &str) -> bool {
+pub(crate) fn lists(value: &[u8], token: &str) -> bool {
     value
         .split(|&b| b == b',')
         .any(|t| trim(t).eq_ignore_ascii_case(token.as_bytes()))
 }
 
-fn trim(v: &[u8]) -> &[u8] {
+pub(crate) fn trim(v: &[u8]) -> &[u8] {
     let start = v
         .iter()
         .position(|b| !b.is_ascii_whitespace())
