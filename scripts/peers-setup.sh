@@ -20,25 +20,20 @@ set -euo pipefail
 peers="$(cd "$(dirname "$0")/peers" && pwd)"
 want="${1:-all}"
 
-install_nginx() {
+# apt_install WHAT PKG...: system-wide through apt-get (sudo when not root).
+apt_install() {
+    local what="$1"; shift
     if ! command -v apt-get >/dev/null; then
-        echo "peers-setup: no apt-get here; install nginx with its stream module yourself" >&2
+        echo "peers-setup: no apt-get here; install $what yourself" >&2
         return 1
     fi
     local sudo=()
     if [ "$(id -u)" -ne 0 ]; then sudo=(sudo); fi
-    "${sudo[@]}" apt-get install -y --no-install-recommends nginx-light libnginx-mod-stream
+    "${sudo[@]}" apt-get install -y --no-install-recommends "$@"
 }
 
-install_gateway() {
-    if ! command -v apt-get >/dev/null; then
-        echo "peers-setup: no apt-get here; install haproxy, sslh and websockify yourself" >&2
-        return 1
-    fi
-    local sudo=()
-    if [ "$(id -u)" -ne 0 ]; then sudo=(sudo); fi
-    "${sudo[@]}" apt-get install -y --no-install-recommends haproxy sslh websockify
-}
+install_nginx() { apt_install "nginx with its stream module" nginx-light libnginx-mod-stream; }
+install_gateway() { apt_install "haproxy, sslh and websockify" haproxy sslh websockify; }
 
 install_node() {
     if ! command -v npm >/dev/null; then
