@@ -34,9 +34,11 @@ def parse_args():
                    help=f"the {DELAY} scenario's loadgen --send-delay: each client waits this long "
                         f"after the handshake before its request (default {SEND_DELAY}; 0: skip the "
                         "scenario; skipped with a note if the generator lacks the option)")
-    p.add_argument("--only", help="comma list of row ids to run (e.g. epoll-1,floor); see --list")
+    p.add_argument("--only", help="comma list of row ids to run (e.g. epoll-1,floor), or of "
+                                  "families (policy, gateway, bridge); see --list")
     p.add_argument("--list", action="store_true", help="print the row ids and exit")
-    p.add_argument("--no-peers", action="store_true", help="skip nginx and node")
+    p.add_argument("--no-peers", action="store_true",
+                   help="skip nginx and node, HAProxy, sslh and websockify")
     p.add_argument("--no-build", action="store_true", help="use binaries already built")
     p.add_argument("--out", help="results directory (default benches/results; --smoke and --only: "
                                  "a temp dir)")
@@ -46,9 +48,10 @@ def parse_args():
                         "the newest full run there)")
     a = p.parse_args()
     defaults = dict(rounds=3, duration=2.0, warmup=0.5, rate=5000.0, idle=10000)
+    # Smoke runs no policy peer, but the relay peers when installed.
+    a.no_policy_peers = a.no_peers or a.smoke
     if a.smoke:
         defaults = dict(rounds=1, duration=0.3, warmup=0.0, rate=1000.0, idle=200)
-        a.no_peers = True
     for k, v in defaults.items():
         if getattr(a, k) is None:
             setattr(a, k, v)
@@ -94,8 +97,10 @@ def smoke_failures(rows, results, st):
 def list_rows(cfg, layout):
     st = settings(cfg)
     with tempfile.TemporaryDirectory() as tmp:
-        found = [] if cfg.no_peers else peers.find(tmp)
-        for r in server_rows({"server": "", "floor": "", "loadgen": ""}, st, layout, found):
+        found = [] if cfg.no_policy_peers else peers.find(tmp)
+        relay = [] if cfg.no_peers else peers.relay_peers(tmp, "127.0.0.1:1", "127.0.0.1:2")
+        for r in server_rows({"server": "", "floor": "", "loadgen": ""}, st, layout, found,
+                             relay_peers=relay):
             runs = [s.id for s in scenarios(st) if r.runs(s)]
             print(f"{r.id:11} {r.label} ({', '.join(runs)})"
                   + (f" [skipped: {r.skip}]" if r.skip else ""))
@@ -126,15 +131,41 @@ def main():
         unsupported += ["epoll-pp", "uring-pp"]
     if not measure.server_has(bins, "--metrics"):
         unsupported += ["epoll-m", "uring-m"]
+    for rid, flag in (("gw-fpd", "--gateway"), ("ws-fpd", "--websocket")):
+        if not measure.server_has(bins, flag):
+            unsupported.append(rid)
     if unsupported:
         log(f"note: these binaries cannot run the rows {', '.join(unsupported)}")
-    rows = server_rows(bins, st, layout, [] if cfg.no_peers else peers.find(workdir), unsupported)
+    backends = measure.relay_backends(bins, layout, workdir)
+    try:
+        return run_suite(cfg, bins, st, layout, mach, unsupported, skipped_scens, workdir,
+                         started, backends)
+    finally:
+        for b in backends.values():
+            b.stop()
+
+
+def pick(rows, only):
+    """The rows --only names, by id or by family."""
+    keep = set(only.split(","))
+    unknown = keep - {r.id for r in rows} - {r.family for r in rows}
+    if unknown:
+        sys.exit(f"bench: unknown row(s) {', '.join(sorted(unknown))}; see --list")
+    return [r for r in rows if r.id in keep or r.family in keep]
+
+
+def run_suite(cfg, bins, st, layout, mach, unsupported, skipped_scens, workdir, started,
+              backends):
+    echo, policy = backends["echo"].addr, backends["policy"].addr
+    rows = server_rows(bins, st, layout, [] if cfg.no_policy_peers else peers.find(workdir),
+                       unsupported, echo=echo,
+                       relay_peers=[] if cfg.no_peers else peers.relay_peers(workdir, echo, policy))
+    if not measure.loadgen_has(bins, "--websocket"):
+        for r in rows:
+            if r.family == "bridge":
+                r.skip = "this flashpolicy-loadgen has no --websocket"
     if cfg.only:
-        keep = set(cfg.only.split(","))
-        unknown = keep - {r.id for r in rows}
-        if unknown:
-            sys.exit(f"bench: unknown row(s) {', '.join(sorted(unknown))}; see --list")
-        rows = [r for r in rows if r.id in keep]
+        rows = pick(rows, cfg.only)
     for r in rows:
         if r.skip:
             log(f"skipping {r.label}: {r.skip}")
@@ -227,6 +258,13 @@ def main():
             refused = "io_uring is not available" in why
             if why and r.kind != "peer" and (not refused or require_uring):
                 bad.append(f"{r.id}: {why}")
+        for r in rows:
+            # A peer's errors are its own behaviour (shown in its row), not
+            # a failure of this project's code.
+            n = sum(sum(x.errors.values()) for runs in results.get(r.id, {}).values()
+                    for x in runs)
+            if r.kind == "peer" and n:
+                log(f"note: peer {r.label} had {n} error(s); they are in its row")
         if bad:
             for b in bad:
                 log(f"SMOKE FAILURE: {b}")

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from . import ROOT, log
+from . import POLICY, ROOT, log
 from .rows import SOURCES, Row, Run, Scenario, Settings
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -103,7 +103,8 @@ def build(smoke, no_build):
     profile = "debug" if smoke else "release"
     if not no_build:
         cmd = ["cargo", "build", "--locked", "-p", "flashpolicy-server", "-p", "flashpolicy-loadgen",
-               "--bin", "flashpolicyd", "--bin", "flashpolicy-loadgen", "--example", "kernel_floor"]
+               "--bin", "flashpolicyd", "--bin", "flashpolicy-loadgen", "--bin", "flashpolicy-echo",
+               "--example", "kernel_floor"]
         if not smoke:
             cmd.insert(2, "--release")
         log("building: " + " ".join(cmd))
@@ -115,6 +116,7 @@ def build(smoke, no_build):
         "server": os.path.join(target, "flashpolicyd"),
         "floor": os.path.join(target, "examples", "kernel_floor"),
         "loadgen": os.path.join(target, "flashpolicy-loadgen"),
+        "echo": os.path.join(target, "flashpolicy-echo"),
     }
     for name, path in bins.items():
         if not os.access(path, os.X_OK):
@@ -138,12 +140,12 @@ def loadgen_has(bins, option):
 
 
 class Server:
-    """One running server process."""
+    """One running server process (pinned to row.cpu, or to `cpus`)."""
 
-    def __init__(self, row: Row, workdir):
+    def __init__(self, row: Row, workdir, cpus=None):
         self.row = row
         self.errlog = os.path.join(workdir, f"{row.id}.stderr")
-        cpu = [row.cpu] if row.cpu is not None else None
+        cpu = [row.cpu] if row.cpu is not None else cpus
         with open(self.errlog, "wb") as err:
             self.proc = subprocess.Popen(taskset(cpu) + row.argv, stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=err)
@@ -179,7 +181,9 @@ class Server:
     def cpu_ticks(self):
         with open(f"/proc/{self.proc.pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])  # utime + stime, all threads
+        # utime + stime, all threads, plus cutime + cstime: children it has
+        # reaped (websockify forks one per connection; 0 for the others).
+        return sum(int(x) for x in fields[11:15])
 
     def open_fds(self):
         return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
@@ -206,6 +210,26 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def relay_backends(bins, layout, workdir):
+    """The relay families' echo server and the policy server HAProxy and sslh
+    send policy requests to, started once per suite on the generator's CPUs
+    (their CPU is not the measured server's): {"echo": Server, "policy": Server}."""
+    out = {}
+    try:
+        out["echo"] = Server(Row(id="echo", label="flashpolicy-echo", kind="backend",
+                                 argv=[bins["echo"], "--listen", "127.0.0.1:0"]),
+                             workdir, cpus=layout[0])
+        out["policy"] = Server(Row(id="policy", label="policy server", kind="backend",
+                                   argv=[bins["server"], "--listen", "127.0.0.1:0", "--policy",
+                                         POLICY, "--threads", "1", "--backend", "epoll"]),
+                               workdir, cpus=layout[0])
+    except RuntimeError:
+        for b in out.values():
+            b.stop()
+        raise
+    return out
 
 
 # ---------------------------------------------------------------- the generator
@@ -288,7 +312,8 @@ def measure(bins, layout, server, row: Row, scen: Scenario, st: Settings, rdir, 
     # flashpolicyd: per connection served correctly. The floor and the peers
     # (which reply before reading, so most of their clients see a reset):
     # per connection the clients finished, whatever the outcome (marked †).
-    per_ok = row.kind == "engine"
+    # The relay families: per echo that came back whole, for every row.
+    per_ok = row.kind == "engine" or row.family != "policy"
     den = j["ok"] if per_ok else j.get("connections_finished", 0)
 
     def us(ticks):

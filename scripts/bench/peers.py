@@ -1,6 +1,8 @@
 """The peers, when installed (scripts/peers-setup.sh): nginx's stream module
-answering with `return`, and node's `policyfile` package. Finding them and
-writing nginx's configuration; the bench never installs anything."""
+answering with `return`, and node's `policyfile` package; for the relay
+families HAProxy and sslh-select (the game's own port) and websockify (the
+bridge). Finding them and writing their configurations; the bench never
+installs anything."""
 
 from __future__ import annotations
 
@@ -78,4 +80,50 @@ def find(workdir):
                                       ("node", "node policyfile", node())):
         argv, port = found or (None, None)
         out.append((pid, label, argv, port, why))
+    return out
+
+
+def fill(template, workdir, name, values):
+    """Writes scripts/peers/TEMPLATE with each @KEY@ replaced (comment lines,
+    which name the keys, left out) to WORKDIR/NAME; returns its path."""
+    with open(os.path.join(PEERS, template)) as f:
+        conf = "".join(l for l in f if not l.lstrip().startswith("#"))
+    for k, v in values.items():
+        conf = conf.replace(f"@{k}@", v)
+    path = os.path.join(workdir, name)
+    with open(path, "w") as f:
+        f.write(conf)
+    return path
+
+
+def which(name):
+    return shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.access(p, os.X_OK)), None)
+
+
+def relay_peers(workdir, echo, policy):
+    """(id, label, argv, port, why-not, family) for HAProxy and sslh-select in
+    front of the echo server at ECHO (with the policy server at POLICY for
+    policy requests), and for websockify; argv is None where one cannot run."""
+    setup = "not installed (scripts/peers-setup.sh gateway)"
+    out = []
+    port = free_port()
+    exe = which("haproxy")
+    argv = [exe, "-db", "-f", fill("haproxy-gateway.cfg", workdir, "haproxy.cfg", {
+        "LISTEN": f"127.0.0.1:{port}", "UPSTREAM": echo, "POLICY": policy,
+        # Two descriptors per relay, under the hard limit of 20,000 here.
+        "MAXCONN": "9000"})] if exe else None
+    out.append(("gw-haproxy", "HAProxy (tcp, 1 thread)", argv, port,
+                None if exe else f"haproxy {setup}", "gateway"))
+    port = free_port()
+    exe = which("sslh-select")
+    values = {"LISTEN_HOST": "127.0.0.1", "LISTEN_PORT": str(port),
+              "POLICY_PORT": policy.rsplit(":", 1)[1], "UPSTREAM_PORT": echo.rsplit(":", 1)[1]}
+    argv = [exe, "-f", "-F" + fill("sslh.cfg", workdir, "sslh.cfg", values)] if exe else None
+    out.append(("gw-sslh", "sslh-select", argv, port,
+                None if exe else f"sslh-select {setup}", "gateway"))
+    port = free_port()
+    exe = which("websockify")
+    out.append(("ws-websockify", "websockify", [exe, f"127.0.0.1:{port}", echo] if exe else None,
+                port, None if exe else f"websockify {setup}", "bridge"))
     return out

@@ -17,6 +17,7 @@ import sys
 from . import README, RESULTS, ROOT, log
 from .rows import DELAY, SERVER_TIMEOUT, SOURCES, Record, scenarios
 from . import sentences
+from .families import family_tables
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
@@ -98,6 +99,8 @@ def glance(v):
         "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in v.ran:
+        if r.family != "policy":
+            continue
         rid = r.id
         all_runs = [x for s in v.res[rid].values() for x in s]
         lines.append(
@@ -136,7 +139,7 @@ def scenario_tables(v):
     lines = []
     for scen in v.scens:
         sid, idle = scen.id, scen.idle
-        if not any(v.runs(r.id, sid) for r in v.ran):
+        if scen.family != "policy" or not any(v.runs(r.id, sid) for r in v.ran):
             continue
         lines += [f"## {scen.title}", ""]
         if scen.note:
@@ -243,6 +246,7 @@ def render_tables(rec: Record, plot_name):
         *glance(v),
         "",
         *summary(v),
+        *family_tables(v, fmt),
         *scenario_tables(v),
         *first_errors(v),
     ]
@@ -269,6 +273,7 @@ def render_block(rec: Record, source):
         "mostly see a reset).",
         "",
         *summary(v),
+        *family_tables(v, fmt),
         f"![Total latency by percentile, open loop at {st.rate:,.0f}/s](benches/results/latest.svg)",
         "",
         "Every scenario in full (1,024 connections, softirq, generator CPU, p50/p99.9, idle "

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from . import POLICY
+from .relays import relay_rows, relay_scenarios
 
 SOURCES = "127.0.0.2-127.0.0.254"
 # The server's --timeout: idle clients must stay open for the whole idle scenario.
@@ -52,6 +53,8 @@ class Scenario:
     idle: bool = False  # hold Settings.idle idle connections during the run
     only_rows: Optional[tuple] = None  # row ids it runs for; None: every row
     note: str = ""  # printed under the scenario's table
+    family: str = "policy"  # "policy" (port 843), or a relay family (relays.FAMILIES)
+    payload_mib: Optional[float] = None  # relay long sessions: MiB echoed per client
 
 
 def delay_text(d: str) -> str:
@@ -82,7 +85,7 @@ def scenarios(st: Settings) -> List[Scenario]:
                   "time after the handshake; in every other scenario the request leaves at once. "
                   "Run for the 1-thread epoll and uring rows, with and without `--defer-accept`, "
                   "and the floor only.")))
-    return out
+    return out + relay_scenarios(Scenario)
 
 
 @dataclass
@@ -91,7 +94,7 @@ class Row:
 
     id: str
     label: str
-    kind: str  # "engine" (flashpolicyd), "floor" or "peer"
+    kind: str  # "engine", "relay" (flashpolicyd --gateway, --websocket), "floor" or "peer"
     argv: Optional[List[str]] = None
     cpu: Optional[int] = None  # pinned CPU, None: unpinned
     defer: bool = False  # --defer-accept
@@ -99,14 +102,16 @@ class Row:
     skip: Optional[str] = None  # why it did not run
     port: Optional[int] = None  # peers: their fixed port (flashpolicyd logs its own)
     gen_args: List[str] = field(default_factory=list)  # extra loadgen flags for this row
+    family: str = "policy"  # the scenarios it runs: Scenario.family
 
     def runs(self, scen: Scenario) -> bool:
-        return (scen.id not in self.skip_scenarios
+        return (scen.family == self.family and scen.id not in self.skip_scenarios
                 and (scen.only_rows is None or self.id in scen.only_rows))
 
     def to_json(self) -> dict:
         return {k: getattr(self, k) for k in
-                ("label", "argv", "cpu", "skip", "kind", "defer", "skip_scenarios", "gen_args")}
+                ("label", "argv", "cpu", "skip", "kind", "defer", "skip_scenarios", "gen_args",
+                 "family")}
 
 
 @dataclass
@@ -176,7 +181,8 @@ class Record:
             layout=rec["layout"],
             rows=[Row(id=rid, label=r["label"], kind=r["kind"], argv=r.get("argv"),
                       cpu=r.get("cpu"), defer=r["defer"], skip_scenarios=r["skip_scenarios"],
-                      skip=r.get("skip"), gen_args=r.get("gen_args") or [])
+                      skip=r.get("skip"), gen_args=r.get("gen_args") or [],
+                      family=r.get("family") or "policy")
                   for rid, r in rec["rows"].items()],
             results={rid: {sid: [Run.from_json(x) for x in runs] for sid, runs in res.items()}
                      for rid, res in rec["results"].items()},
@@ -264,11 +270,14 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def server_rows(bins: dict, st: Settings, layout, peers, unsupported=()) -> List[Row]:
+def server_rows(bins: dict, st: Settings, layout, peers, unsupported=(), echo="ECHO",
+                relay_peers=()) -> List[Row]:
     """Every row, in the order each round runs them. peers: (id, label,
     argv, port, why-not) for nginx and node, or [] without peers;
     unsupported: engine row ids (without the thread count) these binaries
-    cannot run."""
+    cannot run; echo: the echo server the relay rows relay to;
+    relay_peers: (id, label, argv, port, why-not, family) for HAProxy, sslh
+    and websockify (peers.relay_peers)."""
     _, server_cpu, cpus = layout
     n = len(cpus)
     out = []
@@ -294,4 +303,4 @@ def server_rows(bins: dict, st: Settings, layout, peers, unsupported=()) -> List
     for pid, label, argv, port, why in peers:
         out.append(Row(id=pid, label=label, kind="peer", argv=argv, port=port,
                        cpu=server_cpu if argv else None, skip=why))
-    return out
+    return out + relay_rows(Row, bins, st, layout, echo, relay_peers, free_port, unsupported)
