@@ -197,6 +197,19 @@ pub struct RunArgs {
     #[arg(long, requires = "payload")]
     pub no_half_close: bool,
 
+    /// With --payload, through a WebSocket bridge (as Ruffle reaches a game):
+    /// each client opens a WebSocket to the target (`GET /`, checking the
+    /// accept key), sends the payload in masked binary frames, expects it
+    /// back in binary frames, and closes with a close frame (after the
+    /// payload; with --no-half-close, once the whole echo is back).
+    #[arg(long, requires = "payload", conflicts_with = "flash_gateway")]
+    pub websocket: bool,
+
+    /// With --websocket: the page's origin sent in the upgrade request
+    /// (e.g. `https://game.example.com`); none without it.
+    #[arg(long, value_name = "ORIGIN", requires = "websocket")]
+    pub ws_origin: Option<String>,
+
     /// Write a JSON summary to FILE.
     #[arg(long, value_name = "FILE", long_help = json_help())]
     pub json: Option<PathBuf>,
@@ -398,6 +411,9 @@ pub struct RunConfig {
     /// `--no-half-close`: the client closes after the whole echo, instead
     /// of half-closing after sending and waiting for the server's close.
     pub no_half_close: bool,
+    /// `--websocket`: the echo goes through a WebSocket bridge; `Some`
+    /// holds the `--ws-origin` (or `None` for no `Origin` header).
+    pub websocket: Option<Option<String>>,
     /// Outputs.
     pub json: Option<PathBuf>,
     /// Outputs.
@@ -510,6 +526,7 @@ impl RunConfig {
             payload: a.payload,
             flash_gateway: a.flash_gateway,
             no_half_close: a.no_half_close,
+            websocket: a.websocket.then_some(a.ws_origin),
             json: a.json,
             hgrm: a.hgrm,
             log: a.log,

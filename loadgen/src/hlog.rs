@@ -396,6 +396,7 @@ impl Merged {
             proxy_protocol: None,
             payload: None,
             flash_gateway: false,
+            websocket: false,
         }
     }
 }

@@ -8,7 +8,8 @@
 //! BYTES` (the echo test, for a gateway in front of an echo server) a client
 //! sends that many bytes of its own pattern instead, half-closes, and must
 //! get exactly them back (with `--flash-gateway`, after a policy request on
-//! a first connection).
+//! a first connection; with `--websocket`, in WebSocket frames through a
+//! bridge, as Ruffle reaches a game).
 //!
 //! * Closed loop (`--connections N`): N clients, each restarting when done.
 //!   Latency is each connection's own service time; a stalled server also

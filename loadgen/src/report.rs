@@ -46,6 +46,8 @@ pub struct Summary {
     pub payload: Option<u64>,
     /// `--flash-gateway`: each client asked for the policy first.
     pub flash_gateway: bool,
+    /// `--websocket`: the echo went through a WebSocket bridge.
+    pub websocket: bool,
 }
 
 impl Summary {
@@ -399,6 +401,7 @@ pub fn json(s: &Summary) -> Value {
             let (tx, rx) = s.mb_per_sec();
             m.insert("payload_bytes".into(), json!(p));
             m.insert("flash_gateway".into(), json!(s.flash_gateway));
+            m.insert("websocket".into(), json!(s.websocket));
             m.insert("bytes_sent".into(), json!(s.stats.bytes_sent));
             m.insert("bytes_received".into(), json!(s.stats.bytes_received));
             m.insert("sent_mb_per_sec".into(), json!(round3(tx)));
@@ -537,6 +540,7 @@ mod tests {
             proxy_protocol: None,
             payload: None,
             flash_gateway: false,
+            websocket: false,
         };
         let v = json(&s);
         let mut s = s;

@@ -325,6 +325,7 @@ pub fn run(cfg: RunConfig) -> Result<Summary, RunError> {
         proxy_protocol: cfg.proxy.map(|p| p.version.name()),
         payload: cfg.payload,
         flash_gateway: cfg.flash_gateway,
+        websocket: cfg.websocket.is_some(),
     };
     if let Some(log) = log {
         log.finish(&summary).map_err(RunError::LogWrite)?;
@@ -358,10 +359,11 @@ fn describe(cfg: &RunConfig) -> String {
         },
         None => send_delay,
     };
-    let send_delay = match (cfg.payload, cfg.flash_gateway) {
-        (Some(p), true) => format!("{send_delay}, policy then {p}-byte echo (Flash gateway)"),
-        (Some(p), false) => format!("{send_delay}, {p}-byte echo payload"),
-        (None, _) => send_delay,
+    let send_delay = match (cfg.payload, cfg.flash_gateway, &cfg.websocket) {
+        (Some(p), true, _) => format!("{send_delay}, policy then {p}-byte echo (Flash gateway)"),
+        (Some(p), false, Some(_)) => format!("{send_delay}, {p}-byte echo over WebSocket"),
+        (Some(p), false, None) => format!("{send_delay}, {p}-byte echo payload"),
+        (None, _, _) => send_delay,
     };
     let target = if cfg.target_text == cfg.target.to_string() {
         cfg.target_text.clone()

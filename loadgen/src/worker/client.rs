@@ -15,6 +15,7 @@ use super::classify::{classify_connect, classify_io, ConnectError};
 use super::echo::Echo;
 use super::event_loop::Worker;
 use super::outcome::Outcome;
+use super::websocket::{self, Ws};
 use crate::check::ReplyState;
 use crate::cli::Fallback;
 use crate::mix::Scenario;
@@ -63,6 +64,9 @@ pub(super) struct Conn {
     /// `--flash-gateway`: this is the client's second connection (the
     /// echo, after the policy).
     pub(super) second: bool,
+    /// `--websocket`: the echo goes through a WebSocket (`payload` is then
+    /// the upgrade request, after the PROXY header if any).
+    pub(super) ws: Option<Ws>,
 }
 
 /// A client about to (re)start.
@@ -116,7 +120,16 @@ impl Worker {
             }
         };
         let echoes = self.echoes(client);
-        let payload = self.payload_for(client.scenario, echoes, &stream, addr);
+        let (request, ws) = match (&self.plan.config.websocket, echoes) {
+            (Some(origin), true) => {
+                // As a browser's WebSocket: no Nagle delay on a frame's tail.
+                let _ = stream.set_nodelay(true);
+                let (req, ws) = websocket::open(&self.plan.config.target_text, origin.as_deref());
+                (Some(req), Some(ws))
+            }
+            _ => (None, None),
+        };
+        let payload = self.payload_for(client.scenario, echoes, request, &stream, addr);
         let gen = self.fresh_gen();
         let echo = if echoes { self.echo_for(gen) } else { None };
         let entry = self.conns.vacant_entry();
@@ -140,6 +153,7 @@ impl Worker {
             reply: ReplyState::for_target(usize::from(fallback_attempt)),
             echo,
             second: client.second,
+            ws,
         };
         if let Err(e) = self.poll.registry().register(
             &mut conn.stream,
@@ -219,31 +233,41 @@ impl Worker {
     }
 
     /// The bytes a `scenario` client sends on `stream` (connected to
-    /// `dest`): its request, after a PROXY header with `--proxy-protocol`
-    /// (an idle client sends nothing at all).
+    /// `dest`) before anything else: its request (`upgrade`, a WebSocket's
+    /// upgrade request, if given), after a PROXY header with
+    /// `--proxy-protocol` (an idle client sends nothing at all).
     fn payload_for(
         &mut self,
         scenario: Scenario,
         echo: bool,
+        upgrade: Option<Vec<u8>>,
         stream: &TcpStream,
         dest: SocketAddr,
     ) -> Cow<'static, [u8]> {
+        if let Some(upgrade) = upgrade {
+            let mut bytes = self.proxy_header(stream, dest).unwrap_or_default();
+            bytes.extend_from_slice(&upgrade);
+            return Cow::Owned(bytes);
+        }
         // An echo's payload follows the header.
         let request = if echo { b"" } else { request_of(scenario) };
-        let Some(proxy) = self.plan.config.proxy else {
-            return Cow::Borrowed(request);
-        };
-        if request.is_empty() && !echo {
+        if self.plan.config.proxy.is_none() || (request.is_empty() && !echo) {
             return Cow::Borrowed(request);
         }
+        let mut bytes = self.proxy_header(stream, dest).unwrap_or_default();
+        bytes.extend_from_slice(request);
+        Cow::Owned(bytes)
+    }
+
+    /// `--proxy-protocol`: the header for `stream`'s connection to `dest`.
+    fn proxy_header(&mut self, stream: &TcpStream, dest: SocketAddr) -> Option<Vec<u8>> {
+        let proxy = self.plan.config.proxy?;
         let local = stream
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::new(dest.ip(), 0));
         let n = self.next_proxy_source;
         self.next_proxy_source = n.wrapping_add(self.plan.config.threads as u64);
-        let mut bytes = proxy.header(local, dest, n);
-        bytes.extend_from_slice(request);
-        Cow::Owned(bytes)
+        Some(proxy.header(local, dest, n))
     }
 
     /// Whether `client`'s next connection is an echo: a good client's with
@@ -365,6 +389,14 @@ impl Worker {
                 }
             }
         }
+        if let Some(ws) = &conn.ws {
+            if ws.is_open() {
+                return self.ws_send(key, now);
+            }
+            // The upgrade request is out: wait for the answer.
+            conn.phase = Phase::Receiving;
+            return true;
+        }
         if conn.echo.is_some() {
             return self.send_echo(key, now);
         }
@@ -373,6 +405,9 @@ impl Worker {
     }
 
     pub(super) fn receive(&mut self, key: usize, now: Instant) {
+        if self.conns.get(key).is_some_and(|c| c.ws.is_some()) {
+            return self.ws_receive(key, now);
+        }
         loop {
             let Some(conn) = self.conns.get_mut(key) else {
                 return;

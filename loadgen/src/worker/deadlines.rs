@@ -127,6 +127,7 @@ mod tests {
             reply: ReplyState::for_target(0),
             echo: None,
             second: false,
+            ws: None,
         });
         for q in [
             &mut w.timeouts,

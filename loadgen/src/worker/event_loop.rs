@@ -39,6 +39,9 @@ pub(super) struct Worker {
     /// `--payload`: the buffer the pattern is generated into (empty
     /// without it).
     pub(super) send_buf: Box<[u8]>,
+    /// `--websocket`: the server frames' payload is decoded into this
+    /// (empty without it).
+    pub(super) decoded: Box<[u8]>,
     pub(super) timeouts: DeadlineQueue,
     pub(super) fallbacks: DeadlineQueue,
     pub(super) slow: DeadlineQueue,
@@ -97,6 +100,8 @@ impl Worker {
             checker: Checker::new(cfg.expect.clone()),
             scratch: vec![0u8; SCRATCH].into_boxed_slice(),
             send_buf: vec![0u8; if cfg.payload.is_some() { SEND_CHUNK } else { 0 }]
+                .into_boxed_slice(),
+            decoded: vec![0u8; if cfg.websocket.is_some() { SCRATCH } else { 0 }]
                 .into_boxed_slice(),
             timeouts: DeadlineQueue::with_capacity(cap),
             fallbacks: DeadlineQueue::with_capacity(if cfg.fallback.is_some() { cap } else { 0 }),

@@ -26,6 +26,8 @@
 //! * `client`: one client attempt's state machine (connect, send, receive).
 //! * `echo`: `--payload`, the echo test: the pattern sent, generated and
 //!   checked on the fly.
+//! * `websocket`: `--websocket`, the echo through a WebSocket bridge: the
+//!   upgrade, masked frames out, the server's frames checked, the close.
 //! * `connect`: opening a non-blocking connection from the next `--source`.
 //! * `outcome`: accounting for a finished client, and the fallback.
 //! * `classify`: which [`ErrorKind`](crate::stats::ErrorKind) an OS error
@@ -41,6 +43,7 @@ mod interval;
 mod load;
 mod outcome;
 mod plan;
+mod websocket;
 
 use std::sync::mpsc::Sender;
 

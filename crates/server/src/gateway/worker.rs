@@ -240,6 +240,10 @@ impl Gateway {
                 self.tally.ended(End::Shed);
                 continue;
             }
+            // A relay passes each write on as it comes: game traffic is
+            // interactive, and Nagle would hold a message's small tail for
+            // the peer's delayed ACK (40 ms) behind a large one.
+            let _ = stream.set_nodelay(true);
             self.start(stream, peer, i, now);
         }
     }
@@ -451,6 +455,7 @@ impl Gateway {
             Ok(s) => s,
             Err(e) => return Err(self.upstream_failed(key, &e, now)),
         };
+        let _ = upstream.set_nodelay(true);
         if let Err(e) = self
             .poll
             .registry()
