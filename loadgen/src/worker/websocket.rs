@@ -256,6 +256,10 @@ impl Worker {
                     return false;
                 }
             };
+            if decoded.consumed == 0 && decoded.control.is_none() {
+                // Nothing more can be decoded (the decoder is done).
+                return true;
+            }
             at += decoded.consumed;
             if conn.recorded {
                 self.stats.bytes_received += decoded.written as u64;
