@@ -20,7 +20,8 @@ NOTES = {
         "masked binary frames, reads it back from the echo server behind the bridge and closes "
         "only then (`--no-half-close`). websockify (Debian's, `websockify 127.0.0.1:PORT "
         "127.0.0.1:ECHO`) forks a process per connection: its CPU counts the children it has "
-        "reaped (cutime + cstime) as well as its own."),
+        "reaped (cutime + cstime) as well as its own; it logs each connection to stderr and has "
+        "no option to stop that, so its logging is in its figures."),
 }
 
 
@@ -71,9 +72,10 @@ def family_table(v, fam, fmt):
     lines.append("")
     if long_:
         what = [s.title.split(": ", 1)[1] for s in shorts[:1] + [long_]]
-        lines += [f"{'; '.join(what).capitalize()} (MiB/s and µs/MiB count the payload once; "
-                  "it crosses the relay both ways). Server CPU is the relay's process only "
-                  "(/proc utime + stime), pinned to its own CPU.", ""]
+        what = "; ".join(what)
+        lines += [f"{what[:1].upper()}{what[1:]} (MiB/s and µs/MiB count the payload once; it "
+                  "crosses the relay both ways). Server CPU: the relay's process on its own CPU "
+                  "(/proc utime + stime, plus the children it reaped), not the echo server's.", ""]
     return lines
 
 
