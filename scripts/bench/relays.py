@@ -61,9 +61,10 @@ def hold_count(rid, st):
 
 
 # Why the gateway family has one flashpolicyd row, not one per --backend.
-ONE_GATEWAY_ROW = ("flashpolicyd's relay threads run mio (epoll) whatever `--backend` says (an "
-                   "io_uring relay is not built yet), so an `--backend uring` row would measure the "
-                   "same code: the family has one flashpolicyd row, `--backend epoll`.")
+ONE_GATEWAY_ROW = ("flashpolicyd's relay threads run mio (epoll) whatever `--backend` says "
+                   "(an io_uring relay is not built yet), so an `--backend uring` row would "
+                   "measure the same code: the family has one flashpolicyd row, "
+                   "`--backend epoll`.")
 
 
 def relay_rows(row, bins, st, layout, echo, peers, free_port, unsupported=()) -> List:
