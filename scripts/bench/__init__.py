@@ -7,7 +7,10 @@ release binaries, then runs flashpolicy-loadgen against each server row:
   and uring with --defer-accept, and uring with --send-zc, at 1 thread; the
   kernel floor (crates/server/examples/kernel_floor.rs, accept and close,
   nothing else); nginx (stream `return`) and node's `policyfile` when
-  installed (scripts/peers-setup.sh).
+  installed (scripts/peers-setup.sh). Two relay families in front of one
+  echo server (relays.py): the game's own port (flashpolicyd --gateway,
+  HAProxy, sslh-select) and the bridge for Ruffle (flashpolicyd
+  --websocket, websockify), each with short and long sessions.
 
 Scenarios per row: closed loop at 64 and 1,024 connections; open loop at a
 fixed rate; N idle connections held while good clients are served at that
@@ -26,11 +29,13 @@ The package has three parts:
 
   rows.py     what is run and what comes out: settings, rows, scenarios, one
               run's figures and the whole record, as dataclasses, and reading
-              records written by older versions of this script;
+              records written by older versions of this script (relays.py:
+              the relay families' rows and scenarios);
   measure.py  running things: the build, servers, the generator, pinning,
               /proc CPU accounting (peers.py: nginx and node set-up);
   render.py   drawing a record: the tables, README.md's block, the generated
-              sentences (sentences.py) and the latency plot;
+              sentences (sentences.py), the relay families' tables
+              (families.py) and the latency plot;
 
 and cli.py, which parses the options and runs the rounds.
 

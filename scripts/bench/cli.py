@@ -10,7 +10,8 @@ import sys
 import tempfile
 import time
 
-from . import README, RESULTS, ROOT, log, measure, peers
+from . import README, RESULTS, ROOT, holdopen, log, measure, peers
+from .relays import hold_count
 from .render import plot, render_block, render_only, render_tables, update_readme
 from .rows import DELAY, Record, Settings, scenarios, server_rows
 
@@ -193,11 +194,19 @@ def run_suite(cfg, bins, st, layout, mach, unsupported, skipped_scens, workdir, 
                     if not r.runs(scen):
                         continue
                     tag = f"{r.id}-{scen.id}-r{rnd}"
-                    res = measure.measure(bins, layout, server, r, scen, st, workdir, tag)
+                    if scen.hold:
+                        res = holdopen.hold(server, hold_count(r.id, st), r.family == "bridge")
+                    else:
+                        res = measure.measure(bins, layout, server, r, scen, st, workdir, tag)
                     results.setdefault(r.id, {}).setdefault(scen.id, []).append(res)
                     if res.ok > 0:
                         hlogs.setdefault(r.id, {}).setdefault(scen.id, []).append(res.hlog)
                     cpu = f"{res.cpu_us:.2f}" if res.cpu_us is not None else "–"
+                    if scen.hold:
+                        log(f"round {rnd} {r.id:10} {scen.id:5} held {res.held} of "
+                            f"{res.finished} relays, memory +{res.mem_delta_kb:,} KiB, "
+                            f"errors {sum(res.errors.values())}")
+                        continue
                     log(f"round {rnd} {r.id:10} {scen.id:5} {res.throughput:9,.0f}/s "
                         f"cpu {cpu} µs/conn p99 {res.p99} µs errors {sum(res.errors.values())}"
                         + (f" held {res.held} (clients {res.idle_connected})"

@@ -39,13 +39,32 @@ def relay_scenarios(scenario) -> list:
             f"{prefix}-long", f"{FAMILIES[fam]}: long sessions, 8 connections, 1 MiB echo each",
             ["--connections", "8", "--payload", LONG_PAYLOAD, *extra, *NO_HALF_CLOSE],
             family=fam, payload_mib=LONG_MIB))
+        out.append(scenario(
+            f"{prefix}-hold", f"{FAMILIES[fam]}: relays held open, one byte echoed on each",
+            [], family=fam, hold=True))
     return out
 
 
+# Relays held open at most: flashpolicyd's gateway holds six descriptors per
+# relay (two sockets, and a pipe each way for splice), under the hard limit
+# of 20,000 here; per row: sslh-select's select() handles descriptors below
+# FD_SETSIZE (1,024), two per relay; websockify forks a process per relay.
+HOLD_MAX = 3000
+HOLD_CAP = {"gw-sslh": 400, "ws-websockify": 200}
+
+
+def hold_count(rid, st):
+    """How many relays the hold scenario opens through row rid: half the
+    idle scenario's count, at most HOLD_MAX, capped per row (20 in a smoke
+    run, which only checks that it works)."""
+    return min(max(1, st.idle // 2), 20 if st.smoke else HOLD_MAX, HOLD_CAP.get(rid, HOLD_MAX))
+
+
 # Why the gateway family has one flashpolicyd row, not one per --backend.
-ONE_GATEWAY_ROW = ("flashpolicyd's relay threads run mio (epoll) whatever `--backend` says (an "
-                   "io_uring relay is not built yet), so an `--backend uring` row would measure the "
-                   "same code: the family has one flashpolicyd row, `--backend epoll`.")
+ONE_GATEWAY_ROW = ("flashpolicyd's relay threads run mio (epoll) whatever `--backend` says "
+                   "(an io_uring relay is not built yet), so an `--backend uring` row would "
+                   "measure the same code: the family has one flashpolicyd row, "
+                   "`--backend epoll`.")
 
 
 def relay_rows(row, bins, st, layout, echo, peers, free_port, unsupported=()) -> List:

@@ -55,6 +55,7 @@ class Scenario:
     note: str = ""  # printed under the scenario's table
     family: str = "policy"  # "policy" (port 843), or a relay family (relays.FAMILIES)
     payload_mib: Optional[float] = None  # relay long sessions: MiB echoed per client
+    hold: bool = False  # relays: hold relays open and read the memory (holdopen.py)
 
 
 def delay_text(d: str) -> str:
@@ -137,6 +138,7 @@ class Run:
     held: Optional[int] = None  # idle connections the server process holds
     idle_connected: Optional[int] = None  # idle connections the clients have open
     first_errors: Dict[str, str] = field(default_factory=dict)
+    mem_delta_kb: Optional[int] = None  # relay hold: the server's Pss with them open minus idle
     hlog: Optional[str] = None  # interval log (this run only; not in the record)
 
     @classmethod
