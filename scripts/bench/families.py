@@ -45,7 +45,7 @@ def times(a, base):
     return f"{a[0] / base[0]:.2f}×" if a and base and base[0] > 0 else "–"
 
 
-def family_table(v, fam, fmt):
+def family_table(v, fam, fmt, heading="##"):
     """The family's table, or [] if it did not run."""
     rows = [r for r in v.ran if r.family == fam]
     if not rows:
@@ -64,7 +64,7 @@ def family_table(v, fam, fmt):
         m = v.m(rid, long_.id, "throughput") if long_ else None
         return tuple(x * mib for x in m) if m else None
 
-    lines = [f"## {FAMILIES[fam]}", "", NOTES[fam], "",
+    lines = [f"{heading} {FAMILIES[fam]}", "", NOTES[fam], "",
              "| server | short: relays/s | short: server CPU µs/relay | × flashpolicyd "
              "| short: p99 µs | long: MiB/s | long: server CPU µs/MiB | × flashpolicyd "
              "| MiB per 10,000 open relays | errors (all runs) |",
@@ -100,8 +100,8 @@ def family_table(v, fam, fmt):
     return lines
 
 
-def family_tables(v, fmt):
+def family_tables(v, fmt, heading="##"):
     out = []
     for fam in FAMILIES:
-        out += family_table(v, fam, fmt)
+        out += family_table(v, fam, fmt, heading)
     return out

@@ -273,7 +273,8 @@ def render_block(rec: Record, source):
         "mostly see a reset).",
         "",
         *summary(v),
-        *family_tables(v, fmt),
+        # Inside README.md's Performance section: one level down.
+        *family_tables(v, fmt, "###"),
         f"![Total latency by percentile, open loop at {st.rate:,.0f}/s](benches/results/latest.svg)",
         "",
         "Every scenario in full (1,024 connections, softirq, generator CPU, p50/p99.9, idle "
