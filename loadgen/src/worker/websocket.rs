@@ -24,8 +24,8 @@ use std::time::Instant;
 
 use flashpolicy_proto::ws::inbound::unmask;
 use flashpolicy_proto::ws::{
-    client_binary_header, push_client_close, upgrade_request, AnswerReader, Control, Inbound,
-    Violation, MAX_CLIENT_HEADER,
+    client_binary_header, client_close, upgrade_request, AnswerReader, Control, Inbound, Violation,
+    MAX_CLIENT_HEADER,
 };
 
 use super::classify::classify_io;
@@ -90,25 +90,34 @@ fn mask_of(seed: u32, start: u64) -> [u8; 4] {
     x.to_le_bytes()
 }
 
-/// Encodes `frame` into `buf` and returns its length.
+/// Encodes what is left to write of `frame` (its bytes from `written` on)
+/// into `buf` and returns its length: a frame the socket took in part is
+/// not generated again from its start.
 fn encode(frame: Frame, seed: u32, buf: &mut [u8]) -> usize {
+    let mut h = [0u8; MAX_CLIENT_HEADER];
     match frame {
         Frame::None => 0,
-        Frame::Data { start, len, .. } => {
+        Frame::Data {
+            start,
+            len,
+            written,
+        } => {
             let mask = mask_of(seed, start);
-            let mut h = [0u8; MAX_CLIENT_HEADER];
             let at = client_binary_header(len, mask, &mut h);
-            let hl = MAX_CLIENT_HEADER - at;
-            buf[..hl].copy_from_slice(&h[at..]);
-            let n = fill(&mut buf[hl..hl + len], seed, start, len as u64);
-            unmask(&mut buf[hl..hl + n], mask, 0);
-            hl + n
+            // The header's unwritten bytes, then the payload's from `skip`.
+            let head = h.get(at + written..).unwrap_or(&[]);
+            let skip = (written + at).saturating_sub(MAX_CLIENT_HEADER);
+            buf[..head.len()].copy_from_slice(head);
+            let body = &mut buf[head.len()..head.len() + (len - skip)];
+            let n = fill(body, seed, start + skip as u64, (len - skip) as u64);
+            unmask(&mut body[..n], mask, skip);
+            head.len() + n
         }
-        Frame::Close { .. } => {
-            let mut out = Vec::with_capacity(6);
-            push_client_close(mask_of(seed, u64::MAX), &mut out);
-            buf[..out.len()].copy_from_slice(&out);
-            out.len()
+        Frame::Close { written } => {
+            let at = client_close(mask_of(seed, u64::MAX), &mut h);
+            let rest = h.get(at + written..).unwrap_or(&[]);
+            buf[..rest.len()].copy_from_slice(rest);
+            rest.len()
         }
     }
 }
@@ -141,15 +150,15 @@ impl Worker {
                     return true;
                 };
             }
-            let total = encode(ws.frame, echo.seed, &mut self.send_buf);
+            let left = encode(ws.frame, echo.seed, &mut self.send_buf);
             let (Frame::Data { written, .. } | Frame::Close { written }) = &mut ws.frame else {
                 continue;
             };
-            match conn.stream.write(&self.send_buf[*written..total]) {
+            match conn.stream.write(&self.send_buf[..left]) {
                 Ok(0) => return true,
                 Ok(n) => {
                     *written += n;
-                    if *written < total {
+                    if n < left {
                         continue;
                     }
                     match ws.frame {
@@ -311,5 +320,29 @@ mod tests {
         let n = encode(Frame::Close { written: 0 }, 7, &mut buf);
         let d = bridge.decode(&buf[..n], &mut out).expect("valid close");
         assert_eq!(d.control, Some(Control::Close(None)));
+    }
+
+    #[test]
+    fn a_frame_taken_in_part_resumes_where_it_stopped() {
+        let mut buf = vec![0u8; SEND_CHUNK];
+        for len in [0, 3, 200] {
+            let frame = |written| Frame::Data {
+                start: 77,
+                len,
+                written,
+            };
+            let n = encode(frame(0), 5, &mut buf);
+            let whole = buf[..n].to_vec();
+            for k in 0..whole.len() {
+                let n = encode(frame(k), 5, &mut buf);
+                assert_eq!(buf[..n], whole[k..], "len {len}, {k} written");
+            }
+            let n = encode(Frame::Close { written: 0 }, 5, &mut buf);
+            let close = buf[..n].to_vec();
+            for k in 0..close.len() {
+                let n = encode(Frame::Close { written: k }, 5, &mut buf);
+                assert_eq!(buf[..n], close[k..], "close, {k} written");
+            }
+        }
     }
 }

@@ -163,12 +163,11 @@ pub fn client_binary_header(len: usize, mask: [u8; 4], out: &mut [u8; MAX_CLIENT
     header(OpCode::Data(Data::Binary), len, Some(mask), out)
 }
 
-/// Appends a close frame with no status code, as Ruffle's `Socket.close()`
-/// sends (an empty payload: the mask covers nothing).
-pub fn push_client_close(mask: [u8; 4], out: &mut Vec<u8>) {
-    let mut h = [0u8; MAX_CLIENT_HEADER];
-    let start = header(OpCode::Control(Ctl::Close), 0, Some(mask), &mut h);
-    out.extend_from_slice(&h[start..]);
+/// Writes a close frame with no status code, as Ruffle's `Socket.close()`
+/// sends (an empty payload: the mask covers nothing), at the end of `out`,
+/// and returns where it starts.
+pub fn client_close(mask: [u8; 4], out: &mut [u8; MAX_CLIENT_HEADER]) -> usize {
+    header(OpCode::Control(Ctl::Close), 0, Some(mask), out)
 }
 
 #[cfg(test)]

@@ -97,7 +97,9 @@ fn masked_client_frames_decode_on_the_bridge() {
     let mut body = payload.clone();
     unmask(&mut body, mask, 0);
     frame.extend_from_slice(&body);
-    push_client_close(mask, &mut frame);
+    let mut close = [0u8; MAX_CLIENT_HEADER];
+    let start = client_close(mask, &mut close);
+    frame.extend_from_slice(&close[start..]);
     let mut inbound = Inbound::new();
     let mut out = vec![0u8; payload.len()];
     let d = inbound.decode(&frame, &mut out).expect("valid");

@@ -29,7 +29,7 @@ pub mod outbound;
 pub mod upgrade;
 
 pub use client::{
-    client_binary_header, push_client_close, upgrade_request, AnswerReader, HandshakeError,
+    client_binary_header, client_close, upgrade_request, AnswerReader, HandshakeError,
     MAX_CLIENT_HEADER,
 };
 pub use closing::{Act, Closing};
