@@ -220,6 +220,7 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
             new_reply,
             timeout: config.timeout,
             wait: config.gateway_wait,
+            uring: resolved.engine == crate::engine::Engine::Uring,
             drain_timeout: config.drain_timeout,
             websocket_from,
             origins: origins.clone(),

@@ -26,6 +26,14 @@ impl Client {
             Client::Tls(t) => t.tcp(),
         }
     }
+
+    /// The plain TCP socket, if this is one.
+    pub(super) fn into_plain(self) -> Option<TcpStream> {
+        match self {
+            Client::Plain(s) => Some(s),
+            Client::Tls(_) => None,
+        }
+    }
 }
 
 impl Read for Client {

@@ -42,6 +42,8 @@ pub(crate) struct GatewayCtx {
     pub timeout: Duration,
     /// `--gateway-wait`.
     pub wait: Duration,
+    /// The engine is io_uring: relays move their bytes on a ring.
+    pub uring: bool,
     /// Listeners from this index on are `--websocket` bridges.
     pub websocket_from: usize,
     /// `--ws-origin`.

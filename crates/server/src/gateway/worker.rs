@@ -39,6 +39,8 @@ use flashpolicy_proto::ws::{Accepted, Origins, Refusal, BAD_GATEWAY};
 use crate::relay::proxy_header::{self, UpstreamProxy};
 use crate::relay::Relay;
 
+mod ring;
+
 const WAKEUP: Token = Token(usize::MAX);
 const LISTENER_BASE: usize = usize::MAX / 2;
 const BOTH: Interest = Interest::READABLE.add(Interest::WRITABLE);
@@ -78,10 +80,13 @@ pub(crate) fn run(ctx: GatewayCtx) -> io::Result<()> {
     let fd = ctx.wakeup.as_raw_fd();
     poll.registry()
         .register(&mut SourceFd(&fd), WAKEUP, Interest::READABLE)?;
+    let ring = ring::open(ctx.id, ctx.uring, &poll);
     if !ctx.started.arrive() {
         return Ok(()); // start-up abandoned: serve nothing
     }
     let mut g = Gateway {
+        ring,
+        epoll_backlog: false,
         id: ctx.id,
         poll,
         listeners,
@@ -108,7 +113,7 @@ pub(crate) fn run(ctx: GatewayCtx) -> io::Result<()> {
     loop {
         let now = Instant::now();
         if let Some(until) = g.draining {
-            if g.conns.is_empty() {
+            if g.conns.is_empty() && g.ring_len() == 0 {
                 return Ok(());
             }
             if now >= until {
@@ -122,7 +127,7 @@ pub(crate) fn run(ctx: GatewayCtx) -> io::Result<()> {
             (a, b) => a.or(b),
         };
         let timeout = wake_at.map(|at| at.saturating_duration_since(now));
-        crate::engine::common::poll_events(&mut g.poll, &mut events, timeout)?;
+        g.wait(&mut events, timeout)?;
         let now = Instant::now();
         for event in events.iter() {
             match event.token() {
@@ -150,6 +155,10 @@ struct Gateway {
     /// listeners close, for the connections still open).
     routes: Vec<(SocketAddr, SocketAddr)>,
     conns: Slab<Conn>,
+    /// On the io_uring engine: the relays, on the thread's ring.
+    ring: Option<crate::relay::uring::RingRelays<ring::RingTag>>,
+    /// The last epoll batch was full: collect more before waiting.
+    epoll_backlog: bool,
     timers: BinaryHeap<Due>,
     next_generation: u32,
     reply: &'static [u8],
@@ -205,6 +214,7 @@ impl Gateway {
             self.id,
             self.conns.len()
         );
+        self.close_ring();
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             let end = match self.conns.get(key).map(|c| &c.stage) {
@@ -236,7 +246,7 @@ impl Gateway {
                 }
             };
             self.tally.accepted();
-            if self.conns.len() >= self.max {
+            if self.conns.len() + self.ring_len() >= self.max {
                 self.tally.ended(End::Shed);
                 continue;
             }
@@ -497,6 +507,9 @@ impl Gateway {
             conn.stage = stage;
             return Next::Wait;
         };
+        if self.ring.is_some() {
+            return self.relay_on_ring(key, upstream, first, client_eof);
+        }
         let relay = match Relay::new(first, client_eof) {
             Ok(r) => Box::new(r),
             Err(e) => {

@@ -27,6 +27,7 @@ use mio::net::TcpStream;
 
 pub(crate) mod pipe;
 pub(crate) mod proxy_header;
+pub(crate) mod uring;
 
 use pipe::{Moved, Pipe};
 

@@ -116,7 +116,9 @@ mod teardown;
 mod unavailable;
 mod worker;
 
+pub(crate) use ring::Ring;
 pub(crate) use setup::probe;
+pub(crate) use setup::{build_ring, entries};
 pub(crate) use unavailable::UringUnavailable;
 
 /// Runs one worker until shutdown; it counts in `ctx.tally`.

@@ -7,13 +7,13 @@ use std::time::Duration;
 use io_uring::{cqueue, squeue, types, IoUring};
 
 /// A worker's ring, with the completions reaped but not yet handled.
-pub(super) struct Ring {
+pub(crate) struct Ring {
     ring: IoUring,
     cqes: VecDeque<cqueue::Entry>,
 }
 
 impl Ring {
-    pub(super) fn new(ring: IoUring) -> Ring {
+    pub(crate) fn new(ring: IoUring) -> Ring {
         Ring {
             ring,
             cqes: VecDeque::with_capacity(1024),
@@ -26,7 +26,7 @@ impl Ring {
     /// # Safety
     /// Every pointer in `entries` must stay valid until the operation's
     /// completion (each caller says why in its `SAFETY` comment).
-    pub(super) unsafe fn push(&mut self, entries: &[squeue::Entry]) -> io::Result<()> {
+    pub(crate) unsafe fn push(&mut self, entries: &[squeue::Entry]) -> io::Result<()> {
         loop {
             // SAFETY: forwarded from this function's contract.
             let pushed = unsafe { self.ring.submission().push_multiple(entries) };
@@ -40,7 +40,7 @@ impl Ring {
     /// Submits what is queued without waiting. On `EBUSY`/`EAGAIN` (the
     /// completion queue is overflowing, or the kernel is short of memory)
     /// it reaps completions (kept for handling) and tries again.
-    pub(super) fn submit_now(&mut self) -> io::Result<()> {
+    pub(crate) fn submit_now(&mut self) -> io::Result<()> {
         loop {
             match self.ring.submit() {
                 Ok(_) => return Ok(()),
@@ -56,7 +56,7 @@ impl Ring {
     /// Submits what is queued and, unless completions are already waiting
     /// to be handled, waits for at least one completion or `timeout`; then
     /// reaps every completion.
-    pub(super) fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+    pub(crate) fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         if !self.cqes.is_empty() {
             self.submit_now()?;
         } else {
@@ -80,8 +80,13 @@ impl Ring {
         Ok(())
     }
 
+    /// The ring's registration interface (buffer rings).
+    pub(crate) fn submitter(&self) -> io_uring::Submitter<'_> {
+        self.ring.submitter()
+    }
+
     /// The next completion to handle.
-    pub(super) fn pop(&mut self) -> Option<cqueue::Entry> {
+    pub(crate) fn pop(&mut self) -> Option<cqueue::Entry> {
         self.cqes.pop_front()
     }
 

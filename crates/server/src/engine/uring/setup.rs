@@ -23,7 +23,7 @@ pub(crate) const ENTRIES_ENV: &str = "FLASHPOLICYD_URING_ENTRIES";
 const DEFAULT_ENTRIES: u32 = 1024;
 
 /// The ring size: [`DEFAULT_ENTRIES`], or `FLASHPOLICYD_URING_ENTRIES`.
-pub(super) fn entries() -> u32 {
+pub(crate) fn entries() -> u32 {
     std::env::var(ENTRIES_ENV)
         .ok()
         .and_then(|v| v.parse::<u32>().ok())
@@ -42,7 +42,7 @@ type Setup = fn(&mut io_uring::Builder);
 /// back to `COOP_TASKRUN | TASKRUN_FLAG`, then to `SUBMIT_ALL` alone, then
 /// to no flags. `SUBMIT_ALL` is added where known, so one bad entry does not
 /// stop a batch.
-pub(super) fn build_ring(entries: u32) -> io::Result<(IoUring, &'static str)> {
+pub(crate) fn build_ring(entries: u32) -> io::Result<(IoUring, &'static str)> {
     let cq = entries.saturating_mul(4);
     let attempts: [(&'static str, Setup); 4] = [
         ("single_issuer+defer_taskrun", |b| {
