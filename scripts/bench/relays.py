@@ -74,13 +74,18 @@ def relay_rows(row, bins, st, layout, echo, peers, free_port, unsupported=()) ->
     _, server_cpu, _ = layout
     skips = ["gw-long", "ws-long"] if st.smoke else []
     base = [bins["server"], "--listen", "127.0.0.1:0", "--policy", POLICY, "--timeout", "30s",
-            "--backend", "epoll", "--threads", "1"]
+            "--threads", "1"]
     out = []
-    for rid, fam, flag, label in (("gw-fpd", "gateway", "--gateway", "flashpolicyd --gateway"),
-                                  ("ws-fpd", "bridge", "--websocket", "flashpolicyd --websocket")):
+    for rid, fam, flag, label, backend, env in (
+            ("gw-fpd", "gateway", "--gateway", "flashpolicyd --gateway", "epoll", []),
+            ("gw-fpd-uring", "gateway", "--gateway", "flashpolicyd --gateway", "uring", []),
+            ("gw-fpd-splice", "gateway", "--gateway", "flashpolicyd --gateway (ring splice)",
+             "uring", ["env", "FLASHPOLICYD_URING_RELAY=splice"]),
+            ("ws-fpd", "bridge", "--websocket", "flashpolicyd --websocket", "epoll", [])):
         port = free_port()
-        out.append(row(id=rid, label=f"{label}, 1 thr", kind="relay", family=fam,
-                       argv=base + [flag, f"127.0.0.1:{port}={echo}"], port=port,
+        argv = env + base + ["--backend", backend, flag, f"127.0.0.1:{port}={echo}"]
+        out.append(row(id=rid, label=f"{label}, {backend}, 1 thr", kind="relay", family=fam,
+                       argv=argv, port=port,
                        cpu=server_cpu, skip_scenarios=list(skips),
                        skip=f"this flashpolicyd has no {flag}" if rid in unsupported else None))
     for pid, label, argv, port, why, fam in peers:

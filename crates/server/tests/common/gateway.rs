@@ -79,7 +79,21 @@ pub fn gateway(backend: &'static str, up: SocketAddr, args: &[&str]) -> (Server,
         .args(args)
         .start();
     let addr = announced(&server, "gateway on ");
+    assert_relay_engine(&server, backend);
     (server, addr)
+}
+
+/// On the uring backend the relays must be on the ring (not a silent
+/// fallback to epoll), so that every test run with it tests that relay;
+/// on epoll, never.
+pub fn assert_relay_engine(server: &Server, backend: &str) {
+    let log = server.log_text();
+    let on_ring = log.contains("relays on io_uring");
+    assert_eq!(
+        on_ring,
+        backend == "uring",
+        "[{backend}] relays on the ring: {on_ring}:\n{log}"
+    );
 }
 
 /// The address a server's start-up line `<label>ADDR ...` names (`gateway

@@ -34,10 +34,7 @@ pub(super) fn open(id: usize, uring: bool, poll: &mio::Poll) -> Option<RingRelay
     }
     match RingRelays::new(poll.as_raw_fd()) {
         Ok(ring) => {
-            info!(
-                "gateway {id}: relays on io_uring ({})",
-                ring.path_name()
-            );
+            info!("gateway {id}: relays on io_uring ({})", ring.path_name());
             Some(ring)
         }
         Err(e) => {
@@ -51,7 +48,11 @@ impl Gateway {
     /// Waits for events (at most `timeout`): on epoll alone, or on the
     /// ring, which also reports epoll readiness. Ended ring relays are
     /// counted.
-    pub(super) fn wait(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+    pub(super) fn wait(
+        &mut self,
+        events: &mut Events,
+        timeout: Option<Duration>,
+    ) -> io::Result<()> {
         let Some(ring) = &mut self.ring else {
             return crate::engine::common::poll_events(&mut self.poll, events, timeout);
         };
@@ -91,7 +92,10 @@ impl Gateway {
         let mut upstream = upstream;
         let mut client = conn.client;
         let registry = self.poll.registry();
-        if let Err(e) = registry.deregister(&mut client).and(registry.deregister(&mut upstream)) {
+        if let Err(e) = registry
+            .deregister(&mut client)
+            .and(registry.deregister(&mut upstream))
+        {
             debug!("gateway {}: deregister: {e}", self.id);
         }
         let Some(client) = client.into_plain() else {

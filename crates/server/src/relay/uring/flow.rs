@@ -24,7 +24,11 @@ pub(crate) enum Action {
     /// Receive from the source.
     Recv,
     /// Send `len` held bytes, starting `offset` bytes into the held ones.
-    Send { buf: Option<u16>, offset: u32, len: u32 },
+    Send {
+        buf: Option<u16>,
+        offset: u32,
+        len: u32,
+    },
     /// The source ended and everything it sent has gone out: shut the
     /// destination's write side (done at once, not as an operation).
     Shut,
@@ -278,7 +282,11 @@ mod tests {
 
         let mut f = Flow::new(Vec::new(), false);
         assert_eq!(f.next(), Action::Recv);
-        assert_eq!(f.on_received(0, Some(3), true), Ok(Some(3)), "EOF gives its buffer back");
+        assert_eq!(
+            f.on_received(0, Some(3), true),
+            Ok(Some(3)),
+            "EOF gives its buffer back"
+        );
         assert_eq!(f.next(), Action::Shut);
     }
 
@@ -303,7 +311,11 @@ mod tests {
         );
         let mut f = Flow::new(Vec::new(), false);
         f.next();
-        assert_eq!(f.on_received(5, None, true), Err(Failed(libc::EPROTO)), "no buffer named");
+        assert_eq!(
+            f.on_received(5, None, true),
+            Err(Failed(libc::EPROTO)),
+            "no buffer named"
+        );
         let mut f = Flow::new(Vec::new(), false);
         f.next();
         assert_eq!(f.on_received(5, None, false), Ok(None), "a pipe needs none");

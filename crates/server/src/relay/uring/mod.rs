@@ -46,9 +46,9 @@ use bufs::BufRing;
 use flow::{Action, Flow};
 
 /// Buffers per thread with provided buffers.
-const BUFFERS: u16 = 512;
+const BUFFERS: u16 = 256;
 /// Bytes per buffer: the most one receive takes.
-const BUFFER_LEN: u32 = 16 * 1024;
+const BUFFER_LEN: u32 = 64 * 1024;
 /// The buffer group of the relay's ring.
 const GROUP: u16 = 1;
 
@@ -363,9 +363,11 @@ impl<T> RingRelays<T> {
                     }
                     Action::SendFirst => {
                         let first = pair.flows[dir].first();
-                        vec![opcode::Send::new(types::Fd(to), first.as_ptr(), first.len() as u32)
-                            .build()
-                            .user_data(encode(Kind::First, key, dir))]
+                        vec![
+                            opcode::Send::new(types::Fd(to), first.as_ptr(), first.len() as u32)
+                                .build()
+                                .user_data(encode(Kind::First, key, dir)),
+                        ]
                     }
                     Action::Recv => match (&self.path, &pair.pipes) {
                         (Path::Buffers(bufs), _) => vec![opcode::Recv::new(
@@ -454,11 +456,11 @@ impl<T> RingRelays<T> {
         let mut entries = Vec::with_capacity(2);
         for socket in &pair.sockets {
             let builder = types::CancelBuilder::fd(types::Fd(socket.as_raw_fd())).all();
-            entries.push(
-                opcode::AsyncCancel2::new(builder)
-                    .build()
-                    .user_data(encode(Kind::Cancel, key, 0)),
-            );
+            entries.push(opcode::AsyncCancel2::new(builder).build().user_data(encode(
+                Kind::Cancel,
+                key,
+                0,
+            )));
         }
         pair.in_flight += entries.len() as u32;
         // SAFETY: a cancel refers to no memory of ours.
