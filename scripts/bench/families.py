@@ -6,7 +6,7 @@ same run. `v` is a render.View; nothing here measures.
 
 from __future__ import annotations
 
-from .relays import FAMILIES, ONE_GATEWAY_ROW
+from .relays import FAMILIES, GATEWAY_ROWS
 
 NOTES = {
     "gateway": (
@@ -14,7 +14,7 @@ NOTES = {
         "request, so it is relayed), reads it back from the echo server (`flashpolicy-echo`, on "
         "the generator's CPU) and closes (`--no-half-close`: sslh closes both ways at a client's "
         "half-close, so every row is measured so). HAProxy: `scripts/peers/haproxy-gateway.cfg`; "
-        "sslh: `scripts/peers/sslh.cfg`. " + ONE_GATEWAY_ROW),
+        "sslh: `scripts/peers/sslh.cfg`. " + GATEWAY_ROWS),
     "bridge": (
         "Each client opens a WebSocket (`flashpolicy-loadgen --websocket`), sends its payload in "
         "masked binary frames, reads it back from the echo server behind the bridge and closes "
@@ -65,8 +65,8 @@ def family_table(v, fam, fmt, heading="##"):
         return tuple(x * mib for x in m) if m else None
 
     lines = [f"{heading} {FAMILIES[fam]}", "", NOTES[fam], "",
-             "| server | short: relays/s | short: server CPU µs/relay | × flashpolicyd "
-             "| short: p99 µs | long: MiB/s | long: server CPU µs/MiB | × flashpolicyd "
+             "| server | short: relays/s | short: server CPU µs/relay | × flashpolicyd epoll "
+             "| short: p99 µs | long: MiB/s | long: server CPU µs/MiB | × flashpolicyd epoll "
              "| MiB per 10,000 open relays | errors (all runs) |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
@@ -94,9 +94,10 @@ def family_table(v, fam, fmt, heading="##"):
                   "to end), the server's Pss with them open minus just before, summed over its "
                   "process tree, divided by N and scaled to 10,000 (the N it was measured at "
                   "is in the cell). Kernel memory is in no process's Pss: socket buffers, and the "
-                  "two pipes per relay flashpolicyd's `--gateway` splices through (six "
+                  "two pipes per relay flashpolicyd's epoll `--gateway` splices through (six "
                   "descriptors per relay, so at most about 3,300 relays under a limit of "
-                  "20,000).", ""]
+                  "20,000; the io_uring relay holds two, and its provided buffers are in its "
+                  "Pss once touched).", ""]
     return lines
 
 

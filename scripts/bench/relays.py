@@ -45,8 +45,8 @@ def relay_scenarios(scenario) -> list:
     return out
 
 
-# Relays held open at most: flashpolicyd's gateway holds six descriptors per
-# relay (two sockets, and a pipe each way for splice), under the hard limit
+# Relays held open at most: flashpolicyd's epoll gateway holds six descriptors
+# per relay (two sockets, and a pipe each way for splice), under the hard limit
 # of 20,000 here; per row: sslh-select's select() handles descriptors below
 # FD_SETSIZE (1,024), two per relay; websockify forks a process per relay.
 HOLD_MAX = 3000
@@ -60,11 +60,11 @@ def hold_count(rid, st):
     return min(max(1, st.idle // 2), 20 if st.smoke else HOLD_MAX, HOLD_CAP.get(rid, HOLD_MAX))
 
 
-# Why the gateway family has one flashpolicyd row, not one per --backend.
-ONE_GATEWAY_ROW = ("flashpolicyd's relay threads run mio (epoll) whatever `--backend` says "
-                   "(an io_uring relay is not built yet), so an `--backend uring` row would "
-                   "measure the same code: the family has one flashpolicyd row, "
-                   "`--backend epoll`.")
+# What the gateway family's two flashpolicyd rows measure.
+GATEWAY_ROWS = ("flashpolicyd has a row per engine: `--backend epoll` relays with splice(2) "
+                "through a pipe each way; `--backend uring` relays on the thread's io_uring with "
+                "provided buffers (RECV with buffer select, then SEND: one copy each way, no "
+                "pipes).")
 
 
 def relay_rows(row, bins, st, layout, echo, peers, free_port, unsupported=()) -> List:
@@ -76,14 +76,12 @@ def relay_rows(row, bins, st, layout, echo, peers, free_port, unsupported=()) ->
     base = [bins["server"], "--listen", "127.0.0.1:0", "--policy", POLICY, "--timeout", "30s",
             "--threads", "1"]
     out = []
-    for rid, fam, flag, label, backend, env in (
-            ("gw-fpd", "gateway", "--gateway", "flashpolicyd --gateway", "epoll", []),
-            ("gw-fpd-uring", "gateway", "--gateway", "flashpolicyd --gateway", "uring", []),
-            ("gw-fpd-splice", "gateway", "--gateway", "flashpolicyd --gateway (ring splice)",
-             "uring", ["env", "FLASHPOLICYD_URING_RELAY=splice"]),
-            ("ws-fpd", "bridge", "--websocket", "flashpolicyd --websocket", "epoll", [])):
+    for rid, fam, flag, label, backend in (
+            ("gw-fpd", "gateway", "--gateway", "flashpolicyd --gateway", "epoll"),
+            ("gw-fpd-uring", "gateway", "--gateway", "flashpolicyd --gateway", "uring"),
+            ("ws-fpd", "bridge", "--websocket", "flashpolicyd --websocket", "epoll")):
         port = free_port()
-        argv = env + base + ["--backend", backend, flag, f"127.0.0.1:{port}={echo}"]
+        argv = base + ["--backend", backend, flag, f"127.0.0.1:{port}={echo}"]
         out.append(row(id=rid, label=f"{label}, {backend}, 1 thr", kind="relay", family=fam,
                        argv=argv, port=port,
                        cpu=server_cpu, skip_scenarios=list(skips),

@@ -65,14 +65,9 @@ impl Pipe {
     }
 
     /// The pipe's capacity: the most this direction ever buffers.
+    #[cfg(test)]
     pub(crate) fn capacity(&self) -> usize {
         self.capacity
-    }
-
-    /// The read and write ends, for operations that splice through the
-    /// pipe themselves (the io_uring relay).
-    pub(crate) fn raw_fds(&self) -> (RawFd, RawFd) {
-        (self.read.as_raw_fd(), self.write.as_raw_fd())
     }
 
     /// Moves what `socket` has (up to the room left) into the pipe.

@@ -34,7 +34,8 @@ pub(super) fn open(id: usize, uring: bool, poll: &mio::Poll) -> Option<RingRelay
     }
     match RingRelays::new(poll.as_raw_fd()) {
         Ok(ring) => {
-            info!("gateway {id}: relays on io_uring ({})", ring.path_name());
+            let (count, kib) = ring.buffers();
+            info!("gateway {id}: relays on io_uring ({count} provided buffers of {kib} KiB)");
             Some(ring)
         }
         Err(e) => {
@@ -111,10 +112,7 @@ impl Gateway {
             self.tally.ended(End::Failed);
             return Next::Wait;
         };
-        if let Err((_tag, e)) = ring.start(client, upstream, first, client_eof, tag) {
-            debug!("gateway {}: no relay on the ring: {e}", self.id);
-            self.tally.ended(End::Failed);
-        }
+        ring.start(client, upstream, first, client_eof, tag);
         self.count_finished();
         Next::Wait
     }

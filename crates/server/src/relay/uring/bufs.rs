@@ -33,6 +33,8 @@ pub(super) struct BufRing {
     /// Our copy of the ring's tail (the kernel reads the shared one).
     tail: u16,
     group: u16,
+    /// Set by [`BufRing::leak`].
+    leaked: bool,
 }
 
 impl BufRing {
@@ -72,6 +74,7 @@ impl BufRing {
             count,
             tail: 0,
             group,
+            leaked: false,
         };
         // SAFETY: the entries live until `Drop`, which unregisters the
         // group first (and the owner keeps the ring alive that long).
@@ -83,6 +86,17 @@ impl BufRing {
         }
         ring.publish();
         Ok(ring)
+    }
+
+    /// How many buffers there are.
+    pub(super) fn count(&self) -> u16 {
+        self.count
+    }
+
+    /// Gives up the memory for good (the kernel may still write into it):
+    /// `Drop` then frees nothing.
+    pub(super) fn leak(&mut self) {
+        self.leaked = true;
     }
 
     /// The buffer group receives pick from.
@@ -148,6 +162,9 @@ impl BufRing {
 
 impl Drop for BufRing {
     fn drop(&mut self) {
+        if self.leaked {
+            return;
+        }
         // SAFETY: both allocated in `new` with these layouts, freed once.
         // The owner unregisters the group, and makes sure no operation is
         // left that could write into a buffer, before this runs (or leaks

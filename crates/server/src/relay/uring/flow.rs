@@ -4,8 +4,7 @@
 //! here, so every decision is tested with plain values below.
 //!
 //! A direction has at most one operation in flight, so it holds at most one
-//! buffer (or one pipe's worth of bytes): that is the relay's memory bound
-//! and its backpressure. A slow destination keeps its direction sending;
+//! buffer: that is the relay's memory bound and its backpressure. A slow destination keeps its direction sending;
 //! the source is not read meanwhile, and TCP's window pushes back.
 
 /// Errno values a completion carries (negated in `res`).
@@ -23,12 +22,8 @@ pub(crate) enum Action {
     SendFirst,
     /// Receive from the source.
     Recv,
-    /// Send `len` held bytes, starting `offset` bytes into the held ones.
-    Send {
-        buf: Option<u16>,
-        offset: u32,
-        len: u32,
-    },
+    /// Send `len` bytes of buffer `buf`, starting `offset` bytes in.
+    Send { buf: u16, offset: u32, len: u32 },
     /// The source ended and everything it sent has gone out: shut the
     /// destination's write side (done at once, not as an operation).
     Shut,
@@ -41,8 +36,8 @@ pub(crate) struct Failed(pub(crate) i32);
 /// Bytes received and not yet all sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Held {
-    /// The provided buffer holding them (none when they sit in a pipe).
-    buf: Option<u16>,
+    /// The provided buffer holding them.
+    buf: u16,
     len: u32,
     sent: u32,
 }
@@ -138,21 +133,19 @@ impl Flow {
     }
 
     /// A receive completed with `res`, holding buffer `buf` if the kernel
-    /// picked one (`needs_buf`: the data path is provided buffers). Returns
-    /// a buffer to give back at once (end-of-stream or an error can still
-    /// carry one).
+    /// picked one. Returns a buffer to give back at once (end-of-stream can
+    /// still carry one); on an error the caller gives `buf` back.
     pub(crate) fn on_received(
         &mut self,
         res: i32,
         buf: Option<u16>,
-        needs_buf: bool,
     ) -> Result<Option<u16>, Failed> {
         self.busy = false;
         match res {
             n if n > 0 => {
-                if needs_buf && buf.is_none() {
+                let Some(buf) = buf else {
                     return Err(Failed(libc::EPROTO));
-                }
+                };
                 self.held = Some(Held {
                     buf,
                     len: n as u32,
@@ -169,11 +162,7 @@ impl Flow {
                 Ok(buf)
             }
             e if e == -EAGAIN || e == -EINTR => Ok(buf),
-            e => {
-                // The buffer, if any, goes back before the relay ends.
-                let _ = buf;
-                Err(Failed(-e))
-            }
+            e => Err(Failed(-e)),
         }
     }
 
@@ -189,7 +178,7 @@ impl Flow {
                 h.sent = h.sent.saturating_add(n as u32).min(h.len);
                 if h.sent == h.len {
                     self.held = None;
-                    Ok(h.buf)
+                    Ok(Some(h.buf))
                 } else {
                     self.held = Some(h);
                     Ok(None)
@@ -213,7 +202,7 @@ impl Flow {
 
     /// The buffer this direction holds, if any (given back at the end).
     pub(crate) fn held_buf(&self) -> Option<u16> {
-        self.held.and_then(|h| h.buf)
+        self.held.map(|h| h.buf)
     }
 }
 
@@ -238,11 +227,11 @@ mod tests {
     fn received_bytes_are_sent_in_pieces_then_the_buffer_goes_back() {
         let mut f = Flow::new(Vec::new(), false);
         assert_eq!(f.next(), Action::Recv);
-        assert_eq!(f.on_received(100, Some(7), true), Ok(None));
+        assert_eq!(f.on_received(100, Some(7)), Ok(None));
         assert_eq!(
             f.next(),
             Action::Send {
-                buf: Some(7),
+                buf: 7,
                 offset: 0,
                 len: 100
             }
@@ -252,7 +241,7 @@ mod tests {
         assert_eq!(
             f.next(),
             Action::Send {
-                buf: Some(7),
+                buf: 7,
                 offset: 60,
                 len: 40
             }
@@ -261,7 +250,7 @@ mod tests {
         assert_eq!(
             f.next(),
             Action::Send {
-                buf: Some(7),
+                buf: 7,
                 offset: 60,
                 len: 40
             }
@@ -283,7 +272,7 @@ mod tests {
         let mut f = Flow::new(Vec::new(), false);
         assert_eq!(f.next(), Action::Recv);
         assert_eq!(
-            f.on_received(0, Some(3), true),
+            f.on_received(0, Some(3)),
             Ok(Some(3)),
             "EOF gives its buffer back"
         );
@@ -294,7 +283,7 @@ mod tests {
     fn no_free_buffer_waits_until_one_comes_back() {
         let mut f = Flow::new(Vec::new(), false);
         assert_eq!(f.next(), Action::Recv);
-        assert_eq!(f.on_received(-libc::ENOBUFS, None, true), Ok(None));
+        assert_eq!(f.on_received(-libc::ENOBUFS, None), Ok(None));
         assert!(f.is_starved());
         assert_eq!(f.next(), Action::Idle);
         f.unstarve();
@@ -306,19 +295,19 @@ mod tests {
         let mut f = Flow::new(Vec::new(), false);
         f.next();
         assert_eq!(
-            f.on_received(-libc::ECONNRESET, None, true),
+            f.on_received(-libc::ECONNRESET, None),
             Err(Failed(libc::ECONNRESET))
         );
         let mut f = Flow::new(Vec::new(), false);
         f.next();
         assert_eq!(
-            f.on_received(5, None, true),
+            f.on_received(5, None),
             Err(Failed(libc::EPROTO)),
             "no buffer named"
         );
         let mut f = Flow::new(Vec::new(), false);
         f.next();
-        assert_eq!(f.on_received(5, None, false), Ok(None), "a pipe needs none");
+        assert_eq!(f.on_received(5, Some(1)), Ok(None));
         f.next();
         assert_eq!(f.on_sent(-libc::EPIPE), Err(Failed(libc::EPIPE)));
         let mut f = Flow::new(b"x".to_vec(), false);
@@ -330,7 +319,7 @@ mod tests {
     fn interrupted_receives_are_retried() {
         let mut f = Flow::new(Vec::new(), false);
         f.next();
-        assert_eq!(f.on_received(-libc::EINTR, None, true), Ok(None));
+        assert_eq!(f.on_received(-libc::EINTR, None), Ok(None));
         assert_eq!(f.next(), Action::Recv);
     }
 }

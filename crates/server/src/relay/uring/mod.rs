@@ -2,19 +2,13 @@
 //! every byte moved by operations on one ring per gateway thread.
 //!
 //! Each direction of a pair is a [`flow::Flow`] with at most one operation
-//! in flight. The data path is one of two (see [`Path`]):
-//!
-//! * **Provided buffers** ([`bufs`]): a `RECV` with `IOSQE_BUFFER_SELECT`
-//!   lets the kernel pick one of the thread's buffers when data arrives (an
-//!   idle relay holds none), then a `SEND` of those bytes; the buffer goes
-//!   back to the ring once they are all out. One copy each way, no system
-//!   call per message: a receive arms the kernel's internal poll and
-//!   completes in this thread's own task work.
-//! * **Splice**: `POLL_ADD` linked to a `SPLICE` (non-blocking) into a pipe
-//!   and out of it, as the epoll relay does, but through the ring. The
-//!   kernel never runs a splice inline (`io_splice` refuses
-//!   `IO_URING_F_NONBLOCK`), so each one is handed to an io-wq worker
-//!   thread.
+//! in flight: a `RECV` with `IOSQE_BUFFER_SELECT` lets the kernel pick one
+//! of the thread's provided buffers ([`bufs`]) when data arrives (an idle
+//! relay holds none), then a `SEND` of those bytes; the buffer goes back to
+//! the ring once they are all out. A receive arms the kernel's internal
+//! poll and completes in this thread's own task work: no system call per
+//! message, and no kernel thread. Why buffers and not `IORING_OP_SPLICE`,
+//! measured: `crate::gateway`'s module documentation.
 //!
 //! Half-close and reset behave as in the epoll relay: end-of-stream from
 //! one side becomes `shutdown(Write)` on the other once everything it sent
@@ -35,7 +29,6 @@ use io_uring::{cqueue, opcode, squeue, types};
 use mio::net::TcpStream;
 use slab::Slab;
 
-use super::pipe::Pipe;
 use super::{linger_zero, Moved2};
 use crate::engine::uring::Ring;
 
@@ -45,25 +38,28 @@ pub(crate) mod flow;
 use bufs::BufRing;
 use flow::{Action, Flow};
 
-/// Buffers per thread with provided buffers.
+/// Buffers per thread (each relay direction with bytes in flight holds one).
 const BUFFERS: u16 = 256;
-/// Bytes per buffer: the most one receive takes.
+/// Bytes per buffer: the most one receive takes (the size of a loopback
+/// segment, and of a pipe's default capacity).
 const BUFFER_LEN: u32 = 64 * 1024;
 /// The buffer group of the relay's ring.
 const GROUP: u16 = 1;
 
-/// Environment variable choosing the data path: `splice` or `buffers`
-/// (the default). For comparing the two in `scripts/bench.sh`.
-pub(crate) const PATH_ENV: &str = "FLASHPOLICYD_URING_RELAY";
+/// Environment variable overriding [`BUFFERS`] with a power of two (test
+/// hook: a few buffers, so that relays wait for one).
+pub(crate) const BUFFERS_ENV: &str = "FLASHPOLICYD_URING_RELAY_BUFFERS";
 
 /// How long teardown waits for the kernel to finish with a thread's pairs.
 const TEARDOWN: Duration = Duration::from_secs(1);
 
-/// The data path of a thread's relays.
-#[derive(Debug)]
-enum Path {
-    Buffers(BufRing),
-    Splice,
+/// The buffer count: [`BUFFERS`], or `FLASHPOLICYD_URING_RELAY_BUFFERS`.
+fn buffers() -> u16 {
+    std::env::var(BUFFERS_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u16>().ok())
+        .filter(|n| n.is_power_of_two())
+        .unwrap_or(BUFFERS)
 }
 
 /// What a completion is for: the operation's kind, its pair, its direction.
@@ -73,12 +69,10 @@ enum Kind {
     Watch,
     /// A send of a direction's first bytes.
     First,
-    /// A receive (or splice into the pipe).
+    /// A receive into a provided buffer.
     Recv,
-    /// A send (or splice out of the pipe) of held bytes.
+    /// A send of held bytes.
     Send,
-    /// The poll linked before a splice.
-    Poll,
     /// A cancel of a pair's operations.
     Cancel,
 }
@@ -89,8 +83,7 @@ fn encode(kind: Kind, key: usize, dir: usize) -> u64 {
         Kind::First => 2,
         Kind::Recv => 3,
         Kind::Send => 4,
-        Kind::Poll => 5,
-        Kind::Cancel => 6,
+        Kind::Cancel => 5,
     };
     (k << 56) | ((dir as u64 & 1) << 32) | (key as u64 & 0xffff_ffff)
 }
@@ -101,8 +94,7 @@ fn decode(user_data: u64) -> Option<(Kind, usize, usize)> {
         2 => Kind::First,
         3 => Kind::Recv,
         4 => Kind::Send,
-        5 => Kind::Poll,
-        6 => Kind::Cancel,
+        5 => Kind::Cancel,
         _ => return None,
     };
     Some((
@@ -118,9 +110,7 @@ fn decode(user_data: u64) -> Option<(Kind, usize, usize)> {
 struct Pair<T> {
     sockets: [TcpStream; 2],
     flows: [Flow; 2],
-    /// With [`Path::Splice`], a pipe per direction.
-    pipes: Option<Box<[Pipe; 2]>>,
-    /// Operations in flight, cancels and linked polls included.
+    /// Operations in flight, cancels included.
     in_flight: u32,
     aborting: bool,
     moved: Moved2,
@@ -138,11 +128,13 @@ pub(crate) struct Finished<T> {
 pub(crate) struct RingRelays<T> {
     ring: Ring,
     pairs: Slab<Pair<T>>,
-    path: Path,
+    bufs: BufRing,
     /// Directions whose receive found no free buffer.
     starved: VecDeque<(usize, usize)>,
     /// Buffers the kernel handed us and we have not given back.
     out: u16,
+    /// Receives that found no free buffer (logged at the end).
+    waits: u64,
     /// The descriptor whose readability [`RingRelays::wait`] reports.
     watch: RawFd,
     watch_armed: bool,
@@ -157,16 +149,14 @@ impl<T> RingRelays<T> {
     pub(crate) fn new(watch: RawFd) -> io::Result<RingRelays<T>> {
         let (ring, _flags) = crate::engine::uring::build_ring(crate::engine::uring::entries())?;
         let ring = Ring::new(ring);
-        let path = match std::env::var(PATH_ENV).as_deref() {
-            Ok("splice") => Path::Splice,
-            _ => Path::Buffers(BufRing::new(&ring.submitter(), BUFFERS, BUFFER_LEN, GROUP)?),
-        };
+        let bufs = BufRing::new(&ring.submitter(), buffers(), BUFFER_LEN, GROUP)?;
         Ok(RingRelays {
             ring,
             pairs: Slab::new(),
-            path,
+            bufs,
             starved: VecDeque::new(),
             out: 0,
+            waits: 0,
             watch,
             watch_armed: false,
             watch_ready: false,
@@ -174,12 +164,9 @@ impl<T> RingRelays<T> {
         })
     }
 
-    /// The data path, for the log.
-    pub(crate) fn path_name(&self) -> &'static str {
-        match self.path {
-            Path::Buffers(_) => "provided buffers",
-            Path::Splice => "splice",
-        }
+    /// The buffers, for the log: how many, of how many KiB.
+    pub(crate) fn buffers(&self) -> (u16, u32) {
+        (self.bufs.count(), self.bufs.size() / 1024)
     }
 
     /// Pairs still open (or finishing).
@@ -190,7 +177,8 @@ impl<T> RingRelays<T> {
     /// Starts relaying between `client` and `upstream` (both connected and
     /// out of any other poller): `first` goes to the upstream before
     /// anything from the client; `client_eof`: the client already
-    /// half-closed. On failure the sockets are dropped and `tag` comes back.
+    /// half-closed. It ends through [`RingRelays::take_finished`], a failure
+    /// to submit included (as an abort).
     pub(crate) fn start(
         &mut self,
         client: TcpStream,
@@ -198,18 +186,10 @@ impl<T> RingRelays<T> {
         first: Vec<u8>,
         client_eof: bool,
         tag: T,
-    ) -> Result<(), (T, io::Error)> {
-        let pipes = match self.path {
-            Path::Splice => match (Pipe::new(), Pipe::new()) {
-                (Ok(a), Ok(b)) => Some(Box::new([a, b])),
-                (Err(e), _) | (_, Err(e)) => return Err((tag, e)),
-            },
-            Path::Buffers(_) => None,
-        };
+    ) {
         let key = self.pairs.insert(Pair {
             sockets: [client, upstream],
             flows: [Flow::new(first, client_eof), Flow::new(Vec::new(), false)],
-            pipes,
             in_flight: 0,
             aborting: false,
             moved: Moved2::default(),
@@ -220,7 +200,6 @@ impl<T> RingRelays<T> {
             self.abort(key);
             self.maybe_finish(key);
         }
-        Ok(())
     }
 
     /// Submits what is queued and waits until a completion or `timeout`,
@@ -240,7 +219,7 @@ impl<T> RingRelays<T> {
         while let Some(cqe) = self.ring.pop() {
             self.complete(&cqe);
         }
-        if !self.starved.is_empty() && self.out < BUFFERS {
+        if !self.starved.is_empty() && self.out < self.bufs.count() {
             // A buffer came back while a receive was finding none.
             self.retry_starved(usize::MAX);
         }
@@ -285,7 +264,6 @@ impl<T> RingRelays<T> {
         if buf.is_some() {
             self.out = self.out.saturating_add(1);
         }
-        let needs_buf = matches!(self.path, Path::Buffers(_));
         let Some(pair) = self.pairs.get_mut(key) else {
             // Never: a pair outlives its operations. Keep the buffer safe.
             if let Some(b) = buf {
@@ -300,10 +278,11 @@ impl<T> RingRelays<T> {
         let mut release = None;
         let outcome = match kind {
             Kind::First => flow.on_first_sent(res).map(|()| res),
-            Kind::Recv => match flow.on_received(res, buf, needs_buf) {
+            Kind::Recv => match flow.on_received(res, buf) {
                 Ok(back) => {
                     release = back;
                     if flow.is_starved() {
+                        self.waits += 1;
                         self.starved.push_back((key, dir));
                     }
                     Ok(0)
@@ -317,7 +296,7 @@ impl<T> RingRelays<T> {
                 release = back;
                 res
             }),
-            Kind::Poll | Kind::Cancel | Kind::Watch => Ok(0),
+            Kind::Cancel | Kind::Watch => Ok(0),
         };
         match outcome {
             Ok(sent) if sent > 0 => {
@@ -369,53 +348,23 @@ impl<T> RingRelays<T> {
                                 .user_data(encode(Kind::First, key, dir)),
                         ]
                     }
-                    Action::Recv => match (&self.path, &pair.pipes) {
-                        (Path::Buffers(bufs), _) => vec![opcode::Recv::new(
-                            types::Fd(from),
-                            std::ptr::null_mut(),
-                            bufs.size(),
-                        )
-                        .buf_group(bufs.group())
-                        .build()
-                        .flags(squeue::Flags::BUFFER_SELECT)
-                        .user_data(encode(Kind::Recv, key, dir))],
-                        (Path::Splice, Some(pipes)) => {
-                            let (_, write) = pipes[dir].raw_fds();
-                            splice_after_poll(
-                                from,
-                                libc::POLLIN,
-                                from,
-                                write,
-                                pipes[dir].capacity() as u32,
-                                encode(Kind::Recv, key, dir),
-                                encode(Kind::Poll, key, dir),
-                            )
-                        }
-                        (Path::Splice, None) => return Err(io::Error::from(io::ErrorKind::Other)),
-                    },
-                    Action::Send { buf, offset, len } => match (&self.path, &pair.pipes) {
-                        (Path::Buffers(bufs), _) => {
-                            let Some(ptr) = buf.and_then(|b| bufs.at(b, offset)) else {
-                                return Err(io::Error::from(io::ErrorKind::InvalidData));
-                            };
-                            vec![opcode::Send::new(types::Fd(to), ptr, len)
-                                .build()
-                                .user_data(encode(Kind::Send, key, dir))]
-                        }
-                        (Path::Splice, Some(pipes)) => {
-                            let (read, _) = pipes[dir].raw_fds();
-                            splice_after_poll(
-                                to,
-                                libc::POLLOUT,
-                                read,
-                                to,
-                                len,
-                                encode(Kind::Send, key, dir),
-                                encode(Kind::Poll, key, dir),
-                            )
-                        }
-                        (Path::Splice, None) => return Err(io::Error::from(io::ErrorKind::Other)),
-                    },
+                    Action::Recv => vec![opcode::Recv::new(
+                        types::Fd(from),
+                        std::ptr::null_mut(),
+                        self.bufs.size(),
+                    )
+                    .buf_group(self.bufs.group())
+                    .build()
+                    .flags(squeue::Flags::BUFFER_SELECT)
+                    .user_data(encode(Kind::Recv, key, dir))],
+                    Action::Send { buf, offset, len } => {
+                        let Some(ptr) = self.bufs.at(buf, offset) else {
+                            return Err(io::Error::from(io::ErrorKind::InvalidData));
+                        };
+                        vec![opcode::Send::new(types::Fd(to), ptr, len)
+                            .build()
+                            .user_data(encode(Kind::Send, key, dir))]
+                    }
                 };
                 pair.in_flight += entries.len() as u32;
                 // SAFETY: a first-bytes send points into the flow's own
@@ -423,7 +372,7 @@ impl<T> RingRelays<T> {
                 // outlives its operations); a held-bytes send points into a
                 // buffer this direction holds until the send completes; a
                 // receive names the buffer group, whose memory lives until
-                // every pair is gone; polls and splices refer to no memory.
+                // every pair is gone.
                 unsafe { self.ring.push(&entries) }?;
             }
         }
@@ -494,11 +443,9 @@ impl<T> RingRelays<T> {
     }
 
     fn give_back(&mut self, bid: u16) {
-        if let Path::Buffers(bufs) = &mut self.path {
-            bufs.give_back(bid);
-            self.out = self.out.saturating_sub(1);
-            self.retry_starved(1);
-        }
+        self.bufs.give_back(bid);
+        self.out = self.out.saturating_sub(1);
+        self.retry_starved(1);
     }
 
     /// Lets up to `n` starved directions receive again.
@@ -523,42 +470,18 @@ impl<T> RingRelays<T> {
     }
 }
 
-/// A `POLL_ADD` for `events` on `polled`, linked to a non-blocking splice
-/// of up to `len` bytes from `from` to `to`.
-fn splice_after_poll(
-    polled: RawFd,
-    events: libc::c_short,
-    from: RawFd,
-    to: RawFd,
-    len: u32,
-    splice_data: u64,
-    poll_data: u64,
-) -> Vec<squeue::Entry> {
-    vec![
-        opcode::PollAdd::new(types::Fd(polled), events as u32)
-            .build()
-            .flags(squeue::Flags::IO_LINK)
-            .user_data(poll_data),
-        opcode::Splice::new(types::Fd(from), -1, types::Fd(to), -1, len)
-            .flags(libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK)
-            .build()
-            .user_data(splice_data),
-    ]
-}
-
 impl<T> Drop for RingRelays<T> {
     fn drop(&mut self) {
+        tracing::debug!(
+            "relay ring: {} receives waited for a free buffer",
+            self.waits
+        );
         if !self.pairs.is_empty() {
             self.close_all();
         }
-        let path = std::mem::replace(&mut self.path, Path::Splice);
-        if let Path::Buffers(bufs) = path {
-            if self.pairs.is_empty() && bufs.unregister(&self.ring.submitter()).is_ok() {
-                drop(bufs);
-            } else {
-                // An operation may still write into a buffer: leak them.
-                std::mem::forget(bufs);
-            }
+        if !self.pairs.is_empty() || self.bufs.unregister(&self.ring.submitter()).is_err() {
+            // An operation may still write into a buffer: leak them.
+            self.bufs.leak();
         }
         if !self.pairs.is_empty() {
             // Their first bytes may still be read by a send: leak them too.
@@ -578,7 +501,6 @@ mod tests {
             Kind::First,
             Kind::Recv,
             Kind::Send,
-            Kind::Poll,
             Kind::Cancel,
         ] {
             for (key, dir) in [(0, 0), (1, 1), (0xffff_ffff, 1), (12345, 0)] {

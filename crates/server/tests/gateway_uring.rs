@@ -1,0 +1,119 @@
+//! What only the relay on the io_uring engine has: relays that find every
+//! provided buffer in use wait for one and arrive intact, and a relay holds
+//! its two sockets and no pipe (two descriptors, where the epoll relay's
+//! splice needs six). The behaviour both relays share is tested on both
+//! engines in `gateway.rs`.
+
+mod common;
+#[path = "common/gateway.rs"]
+#[allow(dead_code)] // shared with gateway.rs, which uses all of it
+mod gw;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::thread;
+use std::time::Duration;
+
+use common::*;
+use gw::*;
+
+/// The uring backend, or `None` (said why) where io_uring cannot run here.
+fn uring() -> Option<&'static str> {
+    backends().into_iter().find(|b| *b == "uring")
+}
+
+#[test]
+fn relays_that_find_no_free_buffer_wait_for_one() {
+    const CLIENTS: usize = 8;
+    const BYTES: usize = 512 << 10;
+    let Some(backend) = uring() else { return };
+    let up = upstream(Upstream::Echo);
+    let spec = format!("127.0.0.1:0={up}");
+    // Two buffers for the thread: 8 relays × 2 directions want 16.
+    let server = Server::builder(backend)
+        .env("FLASHPOLICYD_URING_RELAY_BUFFERS", "2")
+        .args(&["--gateway", &spec, "--threads", "1", "--log", "debug"])
+        .start();
+    let addr = announced(&server, "gateway on ");
+    assert!(
+        server.log_text().contains("2 provided buffers of 64 KiB"),
+        "the test hook took:\n{}",
+        server.log_text()
+    );
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|n| {
+            thread::spawn(move || {
+                let data: Vec<u8> = (0..BYTES).map(|i| (i * 31 + n * 7) as u8).collect();
+                let mut s = connect(addr);
+                s.set_read_timeout(Some(Duration::from_secs(20)))
+                    .expect("timeout");
+                let mut writer = s.try_clone().expect("clone");
+                let sent = data.clone();
+                let w = thread::spawn(move || {
+                    writer.write_all(&sent).expect("send");
+                    writer.shutdown(Shutdown::Write).expect("half-close");
+                });
+                let mut got = Vec::with_capacity(BYTES);
+                s.read_to_end(&mut got).expect("echo");
+                w.join().expect("writer");
+                assert!(
+                    got == data,
+                    "client {n}: {} of {BYTES} bytes back",
+                    got.len()
+                );
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().expect("client");
+    }
+    let mut server = server;
+    server.signal(libc::SIGTERM);
+    let log = server.expect_exit(0, backend);
+    let totals = expect_totals(&log, backend);
+    assert_eq!(totals.relayed, CLIENTS as u64);
+    // The test is of the wait: it must have happened.
+    let waits: u64 = log
+        .lines()
+        .find_map(|l| {
+            let rest = &l[l.find("relay ring: ")? + "relay ring: ".len()..];
+            rest.split_whitespace().next()?.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no count of waits:\n{log}"));
+    assert!(waits > 0, "no receive waited for a buffer:\n{log}");
+    assert_eq!(
+        totals.ended_total(),
+        totals.accepted,
+        "every connection counted once"
+    );
+}
+
+#[test]
+fn a_relay_on_the_ring_holds_two_descriptors() {
+    const RELAYS: usize = 200;
+    let Some(backend) = uring() else { return };
+    let up = upstream(Upstream::Echo);
+    let (server, addr) = gateway(backend, up, &[]);
+    let pid = server.pid();
+    assert_eq!(round_trip(addr, b"<m/>"), b"<m/>");
+    thread::sleep(Duration::from_millis(100));
+    let idle = open_fds(pid);
+    let mut clients: Vec<TcpStream> = (0..RELAYS).map(|_| connect(addr)).collect();
+    for c in &mut clients {
+        c.write_all(b"<m/>").expect("send");
+    }
+    for c in &mut clients {
+        let mut buf = [0u8; 4];
+        c.read_exact(&mut buf).expect("echo");
+    }
+    let open = open_fds(pid) - idle;
+    assert!(
+        open <= 2 * RELAYS + 8,
+        "{open} descriptors for {RELAYS} relays (two each, and no pipes, expected)"
+    );
+    assert!(open >= 2 * RELAYS, "{open} descriptors for {RELAYS} relays");
+    drop(clients);
+    wait_for_fds(pid, idle, "after the relays");
+    let totals = stop(server, backend);
+    assert_eq!(totals.relayed, RELAYS as u64 + 1);
+}
