@@ -38,7 +38,8 @@ pub struct Args {
     #[arg(long, value_name = "DOMAIN:PORTS")]
     pub allow: Vec<String>,
 
-    /// The I/O engine: `auto` uses io_uring where the kernel allows it, epoll otherwise.
+    /// The I/O engine, of the policy workers and of --gateway relays: `auto` uses io_uring
+    /// where the kernel allows it, epoll otherwise.
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     pub backend: Backend,
 

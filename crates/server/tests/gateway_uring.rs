@@ -1,7 +1,8 @@
 //! What only the relay on the io_uring engine has: relays that find every
-//! provided buffer in use wait for one and arrive intact, and a relay holds
-//! its two sockets and no pipe (two descriptors, where the epoll relay's
-//! splice needs six). The behaviour both relays share is tested on both
+//! provided buffer in use wait for one and arrive intact; a relay holds its
+//! two sockets and no pipe (two descriptors, where the epoll relay's splice
+//! needs six); and a ring that cannot be set up falls back to the epoll
+//! relay, saying so. The behaviour both relays share is tested on both
 //! engines in `gateway.rs`.
 
 mod common;
@@ -116,4 +117,26 @@ fn a_relay_on_the_ring_holds_two_descriptors() {
     wait_for_fds(pid, idle, "after the relays");
     let totals = stop(server, backend);
     assert_eq!(totals.relayed, RELAYS as u64 + 1);
+}
+
+#[test]
+fn a_ring_that_cannot_be_set_up_falls_back_to_the_epoll_relay() {
+    let Some(backend) = uring() else { return };
+    let up = upstream(Upstream::Echo);
+    let spec = format!("127.0.0.1:0={up}");
+    // Not a power of two: the buffer ring refuses it.
+    let server = Server::builder(backend)
+        .env("FLASHPOLICYD_URING_RELAY_BUFFERS", "3")
+        .args(&["--gateway", &spec, "--threads", "1"])
+        .start();
+    let addr = announced(&server, "gateway on ");
+    let log = server.log_text();
+    assert!(
+        log.contains("no io_uring relay here") && log.contains("relaying with splice on epoll"),
+        "the fallback is said:\n{log}"
+    );
+    assert!(!log.contains("relays on io_uring"), "{log}");
+    assert_eq!(round_trip(addr, b"<msg t='sys'/>"), b"<msg t='sys'/>");
+    let totals = stop(server, backend);
+    assert_eq!(totals.relayed, 1);
 }

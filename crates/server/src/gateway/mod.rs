@@ -3,12 +3,45 @@
 //! relayed to the game server (the `relay` module). The decision is the
 //! serving core's (`flashpolicy_proto::serve::gateway`); the `worker` module runs it.
 //!
-//! Architecture (first part): each of `--threads` gateway threads runs its
-//! own mio (epoll) loop over its own SO_REUSEPORT listener of every
-//! `--gateway` address, next to the policy workers and whatever engine
-//! they run (epoll or io_uring). An io_uring relay is not built yet.
-//! `TCP_DEFER_ACCEPT` is never set on gateway listeners: a game whose
-//! server speaks first must not be held in the kernel.
+//! Architecture: each of `--threads` gateway threads runs its own mio
+//! (epoll) loop over its own SO_REUSEPORT listener of every `--gateway`
+//! address, next to the policy workers. Sniffing, the policy answer, the
+//! upstream's connect and the WebSocket bridge run on that loop whatever
+//! the engine; `TCP_DEFER_ACCEPT` is never set on gateway listeners (a game
+//! whose server speaks first must not be held in the kernel). The relay
+//! itself follows `--backend`:
+//!
+//! * **epoll**: `crate::relay::Relay`, `splice(2)` through a pipe each
+//!   way, driven by edge-triggered readiness: zero copy, six descriptors
+//!   per relay.
+//! * **io_uring**: `crate::relay::uring::RingRelays` on the thread's own
+//!   ring, which also watches the epoll descriptor, so the thread waits in
+//!   `io_uring_enter` alone: `RECV` into a provided buffer, then `SEND`.
+//!   Two descriptors per relay, one copy each way, and user-space memory
+//!   bounded per thread (256 buffers of 64 KiB) whatever the relays do.
+//!
+//! Why provided buffers and not `IORING_OP_SPLICE` on io_uring, measured
+//! (`benches/results/2026-12-03-uring-relay-paths.md`: `scripts/bench.sh
+//! --only gw-fpd,gw-fpd-uring,gw-fpd-splice --rounds 3` at commit 570455a,
+//! which had both, against the epoll relay; medians of three alternating
+//! rounds on a 2-core VM):
+//!
+//! * The kernel never issues a ring `SPLICE` inline (`io_splice` returns
+//!   `-EAGAIN` under `IO_URING_F_NONBLOCK`), so each one is handed to an
+//!   io-wq worker thread; a `POLL_ADD` linked before it keeps that worker
+//!   from blocking on an idle socket. It cost the same CPU per short relay
+//!   as the epoll relay (1.01×) and 1.46× its CPU per relayed MiB.
+//! * Provided buffers cost 0.86× the epoll relay's CPU per short relay
+//!   (64 connections, 64 bytes each way: the small messages a game sends)
+//!   and half its memory per open relay, but 1.55× its CPU per MiB in bulk
+//!   (the copies; with 16 KiB buffers it was 2.35×, hence 64 KiB).
+//!
+//! So on io_uring the buffers are kept: cheaper than the ring's splice for
+//! a game's traffic, and in bulk within the spread of its runs
+//! (1,321–1,714 µs/MiB against 1,403–1,418), with no kernel threads and a
+//! third of the descriptors. For bulk transfer the
+//! epoll relay's splice is cheaper per MiB; the README's table has both
+//! engines' rows, so an operator can choose with `--backend`.
 
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
