@@ -80,7 +80,8 @@ pub(crate) fn run(ctx: GatewayCtx) -> io::Result<()> {
     let fd = ctx.wakeup.as_raw_fd();
     poll.registry()
         .register(&mut SourceFd(&fd), WAKEUP, Interest::READABLE)?;
-    let ring = ring::open(ctx.id, ctx.uring, &poll);
+    // A ring only where there is something to relay (bridges stay on epoll).
+    let ring = ring::open(ctx.id, ctx.uring && ctx.websocket_from > 0, &poll);
     if !ctx.started.arrive() {
         return Ok(()); // start-up abandoned: serve nothing
     }

@@ -216,9 +216,9 @@ mod tests {
         assert_eq!(f.next(), Action::SendFirst);
         assert_eq!(f.next(), Action::Idle, "one operation at a time");
         assert_eq!(f.on_first_sent(6), Ok(()));
-        assert_eq!(f.first(), b" ...\r\n<msg/>");
+        assert_eq!(f.first(), b"...\r\n<msg/>");
         assert_eq!(f.next(), Action::SendFirst);
-        assert_eq!(f.on_first_sent(12), Ok(()));
+        assert_eq!(f.on_first_sent(11), Ok(()));
         assert!(f.first().is_empty());
         assert_eq!(f.next(), Action::Recv);
     }

@@ -219,9 +219,11 @@ impl<T> RingRelays<T> {
         while let Some(cqe) = self.ring.pop() {
             self.complete(&cqe);
         }
-        if !self.starved.is_empty() && self.out < self.bufs.count() {
-            // A buffer came back while a receive was finding none.
-            self.retry_starved(usize::MAX);
+        let free = self.bufs.count().saturating_sub(self.out);
+        if free > 0 && !self.starved.is_empty() {
+            // Buffers came back while receives were finding none: as many
+            // of those receives try again as there are buffers free.
+            self.retry_starved(usize::from(free));
         }
         Ok(std::mem::take(&mut self.watch_ready))
     }
