@@ -209,6 +209,7 @@ impl Flow {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn first_bytes_go_before_anything_received() {
@@ -313,6 +314,94 @@ mod tests {
         let mut f = Flow::new(b"x".to_vec(), false);
         f.next();
         assert_eq!(f.on_first_sent(0), Err(Failed(0)));
+    }
+
+    /// What the kernel does with one operation, in the property below.
+    #[derive(Debug, Clone)]
+    enum Kernel {
+        /// Completes it: a receive takes this many bytes (1..) or 0 for
+        /// end-of-stream; a send takes this many (clamped to what is asked).
+        Takes(u32),
+        /// `EAGAIN`, or for a receive `ENOBUFS` (then a buffer comes free).
+        Refuses,
+    }
+
+    proptest! {
+        /// Whatever the kernel's completions, a direction has one operation
+        /// at a time, sends exactly what it received in order, gives every
+        /// buffer back exactly once, and shuts only at the end.
+        #[test]
+        fn one_operation_at_a_time_and_every_buffer_back(
+            steps in proptest::collection::vec(
+                prop_oneof![(0u32..5000).prop_map(Kernel::Takes), Just(Kernel::Refuses)],
+                1..200,
+            ),
+            first in proptest::collection::vec(any::<u8>(), 0..40),
+        ) {
+            let mut f = Flow::new(first.clone(), false);
+            let (mut received, mut sent) = (first.len() as u64, 0u64);
+            let mut next_buf = 0u16;
+            let mut held: Option<u16> = None;
+            let mut returned = Vec::new();
+            for step in steps {
+                let action = f.next();
+                prop_assert_eq!(f.next(), Action::Idle, "a second operation while one is in flight");
+                match (action, step) {
+                    (Action::Idle, _) => {
+                        // Only a starved direction idles before its end.
+                        prop_assert!(f.is_starved() || f.is_shut());
+                        f.unstarve();
+                    }
+                    (Action::Shut, _) => break,
+                    (Action::SendFirst, Kernel::Takes(n)) => {
+                        let n = n.clamp(1, f.first().len() as u32);
+                        prop_assert_eq!(f.on_first_sent(n as i32), Ok(()));
+                        sent += u64::from(n);
+                    }
+                    (Action::SendFirst, Kernel::Refuses) => {
+                        prop_assert_eq!(f.on_first_sent(-libc::EAGAIN), Ok(()));
+                    }
+                    (Action::Recv, Kernel::Takes(0)) => {
+                        prop_assert_eq!(f.on_received(0, None), Ok(None));
+                    }
+                    (Action::Recv, Kernel::Takes(n)) => {
+                        prop_assert!(held.is_none(), "a receive while holding a buffer");
+                        held = Some(next_buf);
+                        prop_assert_eq!(f.on_received(n as i32, Some(next_buf)), Ok(None));
+                        next_buf += 1;
+                        received += u64::from(n);
+                    }
+                    (Action::Recv, Kernel::Refuses) => {
+                        prop_assert_eq!(f.on_received(-libc::ENOBUFS, None), Ok(None));
+                    }
+                    (Action::Send { buf, len, .. }, Kernel::Takes(n)) => {
+                        prop_assert_eq!(Some(buf), held);
+                        let n = n.clamp(1, len);
+                        let back = f.on_sent(n as i32);
+                        sent += u64::from(n);
+                        if n == len {
+                            prop_assert_eq!(back, Ok(Some(buf)));
+                            returned.push(buf);
+                            held = None;
+                        } else {
+                            prop_assert_eq!(back, Ok(None));
+                        }
+                    }
+                    (Action::Send { .. }, Kernel::Refuses) => {
+                        prop_assert_eq!(f.on_sent(-libc::EAGAIN), Ok(None));
+                    }
+                }
+            }
+            // Whatever is not yet sent is still held, in one buffer.
+            prop_assert_eq!(f.held_buf(), held);
+            if held.is_none() && f.first().is_empty() {
+                prop_assert_eq!(sent, received);
+            }
+            let mut unique = returned.clone();
+            unique.dedup();
+            prop_assert_eq!(unique.len(), returned.len(), "a buffer given back twice");
+            prop_assert_eq!(returned.len() + usize::from(held.is_some()), usize::from(next_buf));
+        }
     }
 
     #[test]
