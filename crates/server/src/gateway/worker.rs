@@ -3,7 +3,9 @@
 //!
 //! A connection is sniffed ([`Sniff`]) from a small stack buffer; the
 //! policy is answered like on 843; a relayed one connects to its upstream
-//! (non-blocking, bounded by `--timeout`) and becomes a [`Relay`]. Timers
+//! (non-blocking, bounded by `--timeout`) and becomes a [`Relay`], or on
+//! the io_uring engine a relay on the thread's ring (the `ring` module,
+//! where the thread then waits). Timers
 //! (`--gateway-wait`, `--timeout`) sit in a heap; an entry lives at most
 //! `--timeout` (a connection arms its silence, re-armed while a PROXY
 //! header is awaited, its deadline and the upstream's connect deadline),
