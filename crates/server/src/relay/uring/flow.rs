@@ -80,11 +80,6 @@ impl Flow {
         self.shut
     }
 
-    /// Whether an operation of this direction is in flight.
-    pub(crate) fn is_busy(&self) -> bool {
-        self.busy
-    }
-
     /// What to do next. Anything but [`Action::Idle`] and
     /// [`Action::Shut`] marks the direction busy until its completion.
     pub(crate) fn next(&mut self) -> Action {

@@ -334,7 +334,7 @@ impl<T> RingRelays<T> {
                 let from = pair.sockets[dir].as_raw_fd();
                 let to = pair.sockets[1 - dir].as_raw_fd();
                 let action = pair.flows[dir].next();
-                let entries: Vec<squeue::Entry> = match action {
+                let entry = match action {
                     Action::Idle => break,
                     Action::Shut => {
                         // The peer may be gone already; its reset shows on
@@ -344,38 +344,36 @@ impl<T> RingRelays<T> {
                     }
                     Action::SendFirst => {
                         let first = pair.flows[dir].first();
-                        vec![
-                            opcode::Send::new(types::Fd(to), first.as_ptr(), first.len() as u32)
-                                .build()
-                                .user_data(encode(Kind::First, key, dir)),
-                        ]
+                        opcode::Send::new(types::Fd(to), first.as_ptr(), first.len() as u32)
+                            .build()
+                            .user_data(encode(Kind::First, key, dir))
                     }
-                    Action::Recv => vec![opcode::Recv::new(
-                        types::Fd(from),
-                        std::ptr::null_mut(),
-                        self.bufs.size(),
-                    )
-                    .buf_group(self.bufs.group())
-                    .build()
-                    .flags(squeue::Flags::BUFFER_SELECT)
-                    .user_data(encode(Kind::Recv, key, dir))],
+                    Action::Recv => {
+                        opcode::Recv::new(types::Fd(from), std::ptr::null_mut(), self.bufs.size())
+                            .buf_group(self.bufs.group())
+                            .build()
+                            .flags(squeue::Flags::BUFFER_SELECT)
+                            .user_data(encode(Kind::Recv, key, dir))
+                    }
                     Action::Send { buf, offset, len } => {
                         let Some(ptr) = self.bufs.at(buf, offset) else {
                             return Err(io::Error::from(io::ErrorKind::InvalidData));
                         };
-                        vec![opcode::Send::new(types::Fd(to), ptr, len)
+                        opcode::Send::new(types::Fd(to), ptr, len)
                             .build()
-                            .user_data(encode(Kind::Send, key, dir))]
+                            .user_data(encode(Kind::Send, key, dir))
                     }
                 };
-                pair.in_flight += entries.len() as u32;
                 // SAFETY: a first-bytes send points into the flow's own
                 // vector, kept unchanged until its completion (the pair
                 // outlives its operations); a held-bytes send points into a
                 // buffer this direction holds until the send completes; a
                 // receive names the buffer group, whose memory lives until
                 // every pair is gone.
-                unsafe { self.ring.push(&entries) }?;
+                unsafe { self.ring.push(std::slice::from_ref(&entry)) }?;
+                // Counted once submitted: an entry that never went in would
+                // keep the pair from ever finishing.
+                pair.in_flight += 1;
             }
         }
         Ok(())
@@ -404,19 +402,15 @@ impl<T> RingRelays<T> {
         if pair.in_flight == 0 {
             return;
         }
-        let mut entries = Vec::with_capacity(2);
-        for socket in &pair.sockets {
+        let entries = pair.sockets.each_ref().map(|socket| {
             let builder = types::CancelBuilder::fd(types::Fd(socket.as_raw_fd())).all();
-            entries.push(opcode::AsyncCancel2::new(builder).build().user_data(encode(
-                Kind::Cancel,
-                key,
-                0,
-            )));
-        }
-        pair.in_flight += entries.len() as u32;
+            opcode::AsyncCancel2::new(builder)
+                .build()
+                .user_data(encode(Kind::Cancel, key, 0))
+        });
         // SAFETY: a cancel refers to no memory of ours.
-        if unsafe { self.ring.push(&entries) }.is_err() {
-            pair.in_flight -= entries.len() as u32;
+        if unsafe { self.ring.push(&entries) }.is_ok() {
+            pair.in_flight += entries.len() as u32;
         }
     }
 
@@ -432,7 +426,6 @@ impl<T> RingRelays<T> {
             return;
         };
         for flow in &pair.flows {
-            debug_assert!(!flow.is_busy());
             if let Some(b) = flow.held_buf() {
                 self.give_back(b);
             }
