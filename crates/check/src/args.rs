@@ -42,6 +42,10 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
 
+    /// How long to look, before sending the request, for bytes the server sends unasked ("sent before the request"); not counted in the times.
+    #[arg(long, value_name = "DURATION", default_value = "50ms", value_parser = humantime::parse_duration)]
+    pub early_wait: Duration,
+
     /// WARNING when a client's fetches take longer than this many milliseconds in all.
     #[arg(long, value_name = "MS")]
     pub warning_ms: Option<u64>,
@@ -97,6 +101,8 @@ pub struct Check {
     pub policy_ports: Vec<u16>,
     /// Per fetch.
     pub timeout: Duration,
+    /// `--early-wait`.
+    pub early_wait: Duration,
     /// `--warning-ms`.
     pub warning_ms: Option<u64>,
     /// `--critical-ms`.
@@ -205,6 +211,7 @@ impl Check {
             master_port: args.master_port,
             policy_ports: args.policy_ports,
             timeout: args.timeout,
+            early_wait: args.early_wait,
             warning_ms: args.warning_ms,
             critical_ms: args.critical_ms,
             json: args.json,

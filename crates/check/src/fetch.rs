@@ -12,8 +12,6 @@ use flashpolicy_proto::POLICY_REQUEST;
 
 /// The most bytes kept of a reply (policies are at most 10 KB).
 pub const MAX_REPLY: usize = 64 * 1024;
-/// How long to look for bytes the server sends before the request.
-const EARLY: Duration = Duration::from_millis(50);
 /// After the first NUL, how long to wait for the server to close (bytes
 /// after the NUL are a defect).
 const AFTER_NUL: Duration = Duration::from_millis(200);
@@ -85,13 +83,20 @@ fn remaining(deadline: Instant) -> Option<Duration> {
         .filter(|d| !d.is_zero())
 }
 
-/// Fetches the policy served at `addr`, all within `timeout`.
-pub fn fetch(addr: SocketAddr, timeout: Duration) -> Record {
+/// Fetches the policy served at `addr`, all within `timeout`, after looking
+/// for up to `early` (less if the timeout runs out) for bytes the server
+/// sends before the request.
+pub fn fetch(addr: SocketAddr, timeout: Duration, early: Duration) -> Record {
     let start = Instant::now();
     let deadline = start + timeout;
     let mut defects = Vec::new();
     let mut probe = Duration::ZERO;
-    let (chunks, failure) = exchange(addr, timeout, deadline, &mut defects, &mut probe);
+    let times = Times {
+        timeout,
+        deadline,
+        early,
+    };
+    let (chunks, failure) = exchange(addr, &times, &mut defects, &mut probe);
     let fetched = if chunks.is_empty() {
         Fetched::Failed(failure.unwrap_or_else(|| "closed without replying".to_string()))
     } else {
@@ -113,14 +118,25 @@ pub fn fetch(addr: SocketAddr, timeout: Duration) -> Record {
     }
 }
 
+/// The time limits of one exchange.
+struct Times {
+    timeout: Duration,
+    deadline: Instant,
+    early: Duration,
+}
+
 /// The reads of one exchange, and why it failed if nothing came.
 fn exchange(
     addr: SocketAddr,
-    timeout: Duration,
-    deadline: Instant,
+    times: &Times,
     defects: &mut Vec<Defect>,
     probe: &mut Duration,
 ) -> (Vec<Vec<u8>>, Option<String>) {
+    let Times {
+        timeout,
+        deadline,
+        early,
+    } = *times;
     let timed_out = |defects: &mut Vec<Defect>| {
         defects.push(Defect::TimedOut);
         Some(format!("timed out after {} ms", timeout.as_millis()))
@@ -135,7 +151,7 @@ fn exchange(
     // Bytes before the request: a server that does not wait for it.
     if let Some(wait) = remaining(deadline) {
         let looked = Instant::now();
-        if stream.set_read_timeout(Some(EARLY.min(wait))).is_ok()
+        if stream.set_read_timeout(Some(early.min(wait))).is_ok()
             && matches!(stream.peek(&mut buf[..1]), Ok(n) if n > 0)
         {
             defects.push(Defect::BeforeRequest);

@@ -44,7 +44,11 @@ pub fn run_client(check: &Check, client: Client) -> ClientResult {
     loop {
         match lookup.step(last.take()) {
             Step::Fetch { port, .. } => {
-                let record = fetch(SocketAddr::new(check.addr.ip(), port), check.timeout);
+                let record = fetch(
+                    SocketAddr::new(check.addr.ip(), port),
+                    check.timeout,
+                    check.early_wait,
+                );
                 last = Some(record.fetched.clone());
                 fetches.push(record);
             }

@@ -45,10 +45,19 @@ fn fake(connections: usize, answer: fn(TcpStream)) -> SocketAddr {
     addr
 }
 
-/// A loopback port nothing listens on.
+/// A loopback port nothing listens on. A socket holds it bound, never
+/// listening, until the test process exits: connecting is refused, and no
+/// other test's bind to port 0 can be given it meanwhile.
 fn closed_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
+    use std::os::fd::IntoRawFd;
+    let s =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind");
+    let addr = s.local_addr().expect("addr").as_socket().expect("inet");
+    // Kept open on purpose: one descriptor per call, for the process' life.
+    let _held = s.into_raw_fd();
+    addr.port()
 }
 
 fn reply_with(bytes: &[u8]) -> impl Fn(TcpStream) {
@@ -66,8 +75,10 @@ fn check(port: u16, args: &[&str]) -> (i32, Value) {
     cmd.arg(&target)
         .args(["--from", "https://game.example.com", "--json"])
         .args(args);
+    // Long enough for a fake's thread that runs late under a parallel
+    // test run; the fakes answer or close at once, so no test waits it out.
     if !args.contains(&"--timeout") {
-        cmd.args(["--timeout", "1s"]);
+        cmd.args(["--timeout", "10s"]);
     }
     let output = cmd.output().expect("run flashpolicy-check");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -99,7 +110,7 @@ fn a_silent_master_port_falls_back_to_the_destination_after_the_timeout() {
     fn silent(mut stream: TcpStream) {
         read_request(&mut stream);
         // Hold the connection, say nothing; the checker gives up first.
-        thread::sleep(Duration::from_secs(3));
+        thread::sleep(Duration::from_secs(15));
     }
     fn good(stream: TcpStream) {
         reply_with(format!("{POLICY}\0").as_bytes())(stream);
@@ -113,7 +124,7 @@ fn a_silent_master_port_falls_back_to_the_destination_after_the_timeout() {
             "--client",
             "flash",
             "--timeout",
-            "300ms",
+            "2s",
             "--master-port",
             &master_port,
         ],
@@ -174,9 +185,18 @@ fn a_reply_before_the_request() {
     }
     let dest = fake(2, eager);
     let closed = closed_port().to_string();
+    // The eager fake's thread may run late: look for its bytes for long
+    // enough (they come at once on time, so the look ends then).
     let (code, json) = check(
         dest.port(),
-        &["--client", "flash", "--master-port", &closed],
+        &[
+            "--client",
+            "flash",
+            "--master-port",
+            &closed,
+            "--early-wait",
+            "10s",
+        ],
     );
     let flash = client(&json, "flash");
     assert!(

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
@@ -22,16 +22,12 @@ fn check(dest: SocketAddr, master_port: u16, policy_ports: &[u16], from: &str) -
         clients: Client::ALL.to_vec(),
         master_port,
         policy_ports: policy_ports.to_vec(),
-        timeout: Duration::from_secs(2),
+        timeout: Duration::from_secs(10),
+        early_wait: Duration::from_millis(50),
         warning_ms: None,
         critical_ms: None,
         json: false,
     }
-}
-
-fn closed_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
 }
 
 fn of(results: &[ClientResult], client: Client) -> &ClientResult {
@@ -51,7 +47,7 @@ fn granted_line(r: &ClientResult) -> Option<u32> {
 #[test]
 fn a_generated_policy_on_the_master_stand_in() {
     let server = Server::start("auto", &["--allow", "*:*"]);
-    let dest = SocketAddr::from(([127, 0, 0, 1], closed_port()));
+    let dest = SocketAddr::from(([127, 0, 0, 1], closed_port().port()));
     let c = check(dest, server.addr().port(), &[], "https://game.example.com");
     let results = run(&c);
     for r in &results {
@@ -100,7 +96,7 @@ fn a_destination_port_policy() {
     let dest = server.addr();
     // Nothing on the master port: Flash Player and Lightspark go on to the
     // destination port; Unity consults the master only...
-    let c = check(dest, closed_port(), &[], "game.example.com");
+    let c = check(dest, closed_port().port(), &[], "game.example.com");
     let results = run(&c);
     for client in [Client::Flash, Client::Lightspark] {
         let r = of(&results, client);
@@ -110,6 +106,11 @@ fn a_destination_port_policy() {
     }
     assert!(!of(&results, Client::Unity).verdict.allowed);
     // ... unless Security.PrefetchSocketPolicy names the port.
-    let c = check(dest, closed_port(), &[dest.port()], "game.example.com");
+    let c = check(
+        dest,
+        closed_port().port(),
+        &[dest.port()],
+        "game.example.com",
+    );
     assert!(of(&run(&c), Client::Unity).verdict.allowed);
 }
