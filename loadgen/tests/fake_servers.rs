@@ -107,12 +107,7 @@ fn resets_are_counted_as_reset() {
 #[test]
 fn refused_connections_are_connect_errors() {
     let dir = TempDir::new("refused");
-    // A port nobody listens on: bind, note it, close.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = closed_port();
     let target = format!("127.0.0.1:{port}");
     let run = run_loadgen(
         &dir,
@@ -189,11 +184,7 @@ fn flash_fallback_asks_the_second_port_after_the_wait() {
         run.stdout
     );
     // A fast failure (refused) falls back at once.
-    let port_free = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port_free = closed_port();
     let run = run_loadgen(
         &dir,
         "fallback-refused",
@@ -226,9 +217,11 @@ fn stalling_server(nth: u64, stall: Duration) -> Fake {
 #[test]
 fn open_loop_shows_a_stall_that_closed_loop_hides() {
     let dir = TempDir::new("stall");
-    let stall_us = 300_000;
-    // Open loop: 200/s for 400 connections, a 300 ms stall every 200th. The
-    // ~60 connections scheduled during each stall wait for it too, so far
+    // Long, so that the closed loop's p99 stays under half of it even when
+    // a few more connections are slow on a loaded machine.
+    let stall_us = 600_000;
+    // Open loop: 200/s for 400 connections, a 600 ms stall every 200th. The
+    // ~120 connections scheduled during each stall wait for it too, so far
     // more than 1 % are late by a large part of it.
     let run = |name: &str, args: &[&str]| {
         let fake = stalling_server(200, Duration::from_micros(stall_us));
@@ -310,8 +303,8 @@ fn a_known_reply_delay_shows_in_the_percentiles() {
     let fb50 = u(j, &["latency_us", "first_byte", "p50"]);
     let c50 = u(j, &["latency_us", "connect", "p50"]);
     // Generous: never below the delay, not far above it on a busy machine.
-    assert!((delay_us..delay_us + 150_000).contains(&p50), "p50 {p50}");
-    assert!((delay_us..delay_us + 400_000).contains(&p90), "p90 {p90}");
+    assert!((delay_us..delay_us + 300_000).contains(&p50), "p50 {p50}");
+    assert!((delay_us..delay_us + 800_000).contains(&p90), "p90 {p90}");
     assert!(fb50 >= delay_us && fb50 <= p50, "first byte p50 {fb50}");
     assert!(c50 < delay_us / 2, "connect p50 {c50}");
 }
@@ -368,8 +361,10 @@ fn ipv6_targets_work() {
 #[test]
 fn hostile_clients_are_reported_apart_from_good_ones() {
     let dir = TempDir::new("hostile");
-    // Answers a full request; closes anything else after 200 ms.
-    let fake = Fake::answering(false, Duration::from_millis(200), |s, _| {
+    // Answers a full request; closes anything else after a second (long
+    // enough that a good client whose request goes out late on a loaded
+    // machine is still answered).
+    let fake = Fake::answering(false, Duration::from_secs(1), |s, _| {
         let _ = s.write_all(&reply());
     });
     let run = run_loadgen(
@@ -394,11 +389,11 @@ fn hostile_clients_are_reported_apart_from_good_ones() {
         "idle clients closed by the server"
     );
     assert_eq!(u(j, &["by_scenario", "garbage", "ok"]), 20);
-    // Good clients' latency excludes the idle ones' 200 ms.
+    // Good clients' latency excludes the idle ones' second.
     let good_p50 = u(j, &["latency_us", "total", "p50"]);
     let idle_p50 = u(j, &["by_scenario", "idle", "latency_us", "total", "p50"]);
-    assert!(idle_p50 >= 200_000, "idle p50 {idle_p50}");
-    assert!(good_p50 < 150_000, "good p50 {good_p50}");
+    assert!(idle_p50 >= 1_000_000, "idle p50 {idle_p50}");
+    assert!(good_p50 < 500_000, "good p50 {good_p50}");
     assert!(
         run.stdout.contains("idle clients: 20 started"),
         "{}",

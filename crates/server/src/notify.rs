@@ -236,7 +236,9 @@ mod tests {
         )
         .expect("thread");
         // Many rounds: the hung worker never clears its wake-up, so only
-        // the first round (before any wake-up was sent) may ping.
+        // the first round (before any wake-up was sent) may ping. Wait for
+        // that one, however late the watchdog's thread starts.
+        assert!(pings_until(&count, 1), "pings: {count:?}");
         let deadline = Instant::now() + Duration::from_millis(300);
         while Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));

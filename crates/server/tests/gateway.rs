@@ -15,7 +15,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc::{self, Receiver};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use flashpolicy_proto::proxy::{HeaderReader, Step};
@@ -123,15 +123,23 @@ fn a_reset_upstream_resets_the_client() {
 /// error kind that ended the read (`None`: end-of-stream).
 type Report = (Vec<u8>, Option<io::ErrorKind>);
 
-/// A game server that reports how each connection's read side ended.
-fn reporting_upstream() -> (SocketAddr, Receiver<Report>) {
+/// A game server that reports how each connection's read side ended, and,
+/// on `progress`, how many bytes each connection has received so far.
+struct Reporting {
+    addr: SocketAddr,
+    reports: Receiver<Report>,
+    progress: Receiver<usize>,
+}
+
+fn reporting_upstream() -> Reporting {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind the upstream");
     let addr = listener.local_addr().expect("upstream addr");
-    let (tx, rx) = mpsc::channel();
+    let (tx, reports) = mpsc::channel();
+    let (seen, progress) = mpsc::channel();
     thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
-            let tx = tx.clone();
+            let (tx, seen) = (tx.clone(), seen.clone());
             thread::spawn(move || {
                 let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
                 let mut got = Vec::new();
@@ -139,7 +147,10 @@ fn reporting_upstream() -> (SocketAddr, Receiver<Report>) {
                 let end = loop {
                     match stream.read(&mut buf) {
                         Ok(0) => break None,
-                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                        Ok(n) => {
+                            got.extend_from_slice(&buf[..n]);
+                            let _ = seen.send(got.len());
+                        }
                         Err(e) => break Some(e.kind()),
                     }
                 };
@@ -147,22 +158,30 @@ fn reporting_upstream() -> (SocketAddr, Receiver<Report>) {
             });
         }
     });
-    (addr, rx)
+    Reporting {
+        addr,
+        reports,
+        progress,
+    }
 }
 
 #[test]
 fn a_reset_client_resets_the_upstream() {
-    let (up, reports) = reporting_upstream();
+    let up = reporting_upstream();
     for backend in backends() {
-        let (server, addr) = gateway(backend, up, &[]);
+        let (server, addr) = gateway(backend, up.addr, &[]);
         let s = connect(addr);
         (&s).write_all(b"<msg/>").expect("send");
-        thread::sleep(Duration::from_millis(100));
+        // Reset only once the relay is up and has passed the bytes on.
+        let deadline = Instant::now() + IO_TIMEOUT;
+        while up.progress.recv_timeout(IO_TIMEOUT).expect("bytes relayed") < 6 {
+            assert!(Instant::now() < deadline, "[{backend}] relayed too little");
+        }
         socket2::SockRef::from(&s)
             .set_linger(Some(Duration::ZERO))
             .expect("linger");
         drop(s);
-        let (got, end) = reports.recv_timeout(IO_TIMEOUT).expect("a report");
+        let (got, end) = up.reports.recv_timeout(IO_TIMEOUT).expect("a report");
         assert_eq!(got, b"<msg/>", "[{backend}]");
         assert_eq!(end, Some(io::ErrorKind::ConnectionReset), "[{backend}]");
         stop(server, backend);
@@ -374,8 +393,7 @@ fn a_thousand_relays_at_once_and_no_descriptor_left() {
         let pid = server.pid();
         // Settle: one relay, so everything lazily opened is open.
         assert_eq!(round_trip(addr, b"<m/>"), b"<m/>");
-        thread::sleep(Duration::from_millis(100));
-        let idle = open_fds(pid);
+        let idle = settled_fds(pid);
         let mut clients: Vec<TcpStream> = (0..RELAYS).map(|_| connect(addr)).collect();
         for (i, c) in clients.iter_mut().enumerate() {
             c.write_all(format!("<msg n='{i}'/>").as_bytes())

@@ -97,8 +97,7 @@ fn a_relay_on_the_ring_holds_two_descriptors() {
     let (server, addr) = gateway(backend, up, &[]);
     let pid = server.pid();
     assert_eq!(round_trip(addr, b"<m/>"), b"<m/>");
-    thread::sleep(Duration::from_millis(100));
-    let idle = open_fds(pid);
+    let idle = settled_fds(pid);
     let mut clients: Vec<TcpStream> = (0..RELAYS).map(|_| connect(addr)).collect();
     for c in &mut clients {
         c.write_all(b"<m/>").expect("send");

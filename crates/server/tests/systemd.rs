@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::net::UnixDatagram;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{
@@ -43,6 +43,8 @@ fn free_port() -> u16 {
 struct Proc {
     child: Child,
     log: Arc<Mutex<String>>,
+    /// Disconnects when the stderr reader has ended.
+    done: mpsc::Receiver<()>,
 }
 
 impl Proc {
@@ -56,14 +58,16 @@ impl Proc {
         let stderr = child.stderr.take().expect("piped");
         let log = Arc::new(Mutex::new(String::new()));
         let sink = Arc::clone(&log);
+        let (ended, done) = mpsc::channel::<()>();
         std::thread::spawn(move || {
+            let _ended = ended;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 let mut log = sink.lock().expect("lock");
                 log.push_str(&line);
                 log.push('\n');
             }
         });
-        Proc { child, log }
+        Proc { child, log, done }
     }
 
     fn log(&self) -> String {
@@ -81,7 +85,8 @@ impl Proc {
         let deadline = Instant::now() + PROCESS_TIMEOUT;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                std::thread::sleep(Duration::from_millis(50));
+                // The reader ends at the end of stderr, its sender with it.
+                let _ = self.done.recv_timeout(PROCESS_TIMEOUT);
                 return status.code();
             }
             if Instant::now() >= deadline {

@@ -77,22 +77,6 @@ fn affordable(test: &str, want: usize) -> Option<usize> {
     Some(n)
 }
 
-/// Descriptors open in `pid` once start-up has settled: workers open their
-/// ring and spare descriptor after "listening on" is logged, so wait until
-/// the count holds still.
-fn settled_fds(pid: u32) -> usize {
-    let mut last = open_fds(pid);
-    for _ in 0..50 {
-        std::thread::sleep(Duration::from_millis(100));
-        let now = open_fds(pid);
-        if now == last {
-            return now;
-        }
-        last = now;
-    }
-    last
-}
-
 /// Waits (bounded) until `pid` has at most `target` descriptors open;
 /// returns the last count.
 fn wait_fds(pid: u32, target: usize, timeout: Duration) -> usize {
@@ -427,7 +411,7 @@ fn no_descriptor_leaks_after_mixed_load() {
     if !uring_here("leaks") {
         return;
     }
-    let mut server = Server::start("uring", &["--threads", "2", "--timeout", "500ms"]);
+    let mut server = Server::start("uring", &["--threads", "2", "--timeout", "2s"]);
     let addr = server.addr();
     let pid = server.pid();
     let expected = default_reply();
@@ -527,7 +511,7 @@ fn fallback_ring_setups_work_too() {
         let mut server = Server::builder("uring")
             .env("FLASHPOLICYD_URING_SETUP", skip)
             .env(URING_ENTRIES, "4")
-            .args(&["--threads", "1", "--timeout", "300ms"])
+            .args(&["--threads", "1", "--timeout", "2s"])
             .start();
         let log = server.log_text();
         assert!(log.contains(&format!("({flags})")), "[{flags}] log:\n{log}");

@@ -14,9 +14,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::thread;
 
 use common::*;
-use gw::{
-    announced, closed_port, flood_until_blocked, rss_kb, stop, upstream, Upstream, FLOOD_LIMIT,
-};
+use gw::{announced, flood_until_blocked, rss_kb, stop, upstream, Upstream, FLOOD_LIMIT};
 
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";

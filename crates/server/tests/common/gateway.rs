@@ -173,11 +173,3 @@ pub fn flood_until_blocked(s: &mut TcpStream, chunk: &[u8]) -> usize {
 
 /// What [`flood_until_blocked`] stops at.
 pub const FLOOD_LIMIT: usize = 256 << 20;
-
-/// A loopback port nothing listens on: bound, then closed.
-pub fn closed_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-}

@@ -326,14 +326,27 @@ impl Server {
         let child = self.child.as_mut().expect("not reaped");
         loop {
             if let Ok(Some(status)) = child.try_wait() {
-                // Give the stderr reader a moment to collect the last lines.
-                std::thread::sleep(Duration::from_millis(50));
+                self.drain_log(deadline.max(Instant::now() + PROCESS_TIMEOUT));
                 return Some(status);
             }
             if Instant::now() >= deadline {
                 return None;
             }
             std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits until the stderr reader has taken the last line and ended (its
+    /// channel disconnects at the end of the exited server's stderr), so the
+    /// log holds everything, however late that thread runs; gives up at
+    /// `deadline`.
+    fn drain_log(&self, deadline: Instant) {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(_) => continue,
+                Err(_) => return,
+            }
         }
     }
 
@@ -623,6 +636,38 @@ pub fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
         .unwrap_or(0)
+}
+
+/// Descriptors open in `pid` once it has settled: workers open their ring
+/// and spare descriptor after "listening on" is logged, and a finished
+/// relay's sockets close just after its client saw the end, so wait until
+/// the count holds still.
+pub fn settled_fds(pid: u32) -> usize {
+    let mut last = open_fds(pid);
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = open_fds(pid);
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    last
+}
+
+/// A loopback port nothing listens on. A socket holds it bound, never
+/// listening, until the test process exits: connecting is refused, and no
+/// other test's bind to port 0 can be given it meanwhile.
+pub fn closed_port() -> SocketAddr {
+    use std::os::fd::IntoRawFd;
+    let s =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind");
+    let addr = s.local_addr().expect("addr").as_socket().expect("inet");
+    // Kept open on purpose: one descriptor per call, for the process' life.
+    let _held = s.into_raw_fd();
+    addr
 }
 
 /// Connects to `addr` from `source` (a loopback address, any port).
