@@ -107,7 +107,7 @@ fn resets_are_counted_as_reset() {
 #[test]
 fn refused_connections_are_connect_errors() {
     let dir = TempDir::new("refused");
-    let port = closed_port();
+    let port = closed_port().port();
     let target = format!("127.0.0.1:{port}");
     let run = run_loadgen(
         &dir,
@@ -184,7 +184,7 @@ fn flash_fallback_asks_the_second_port_after_the_wait() {
         run.stdout
     );
     // A fast failure (refused) falls back at once.
-    let port_free = closed_port();
+    let port_free = closed_port().port();
     let run = run_loadgen(
         &dir,
         "fallback-refused",

@@ -6,18 +6,12 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// A port free a moment ago on 127.0.0.1.
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
 
 /// `flashpolicyd` with a bridge on a fresh port to `echo`; the bridge's
 /// address.
@@ -28,7 +22,7 @@ fn bridge(echo: SocketAddr, extra: &[&str]) -> Option<(Server, String)> {
         );
         return None;
     };
-    let ws = format!("127.0.0.1:{}", free_port());
+    let ws = format!("127.0.0.1:{}", unclaimed_port());
     let spec = format!("{ws}={echo}");
     let mut args = vec!["--websocket", &spec];
     args.extend_from_slice(extra);
@@ -157,7 +151,7 @@ fn websockify(echo: SocketAddr) -> Option<(Websockify, String)> {
         eprintln!("SKIPPED: {msg}");
         return None;
     }
-    let ws = format!("127.0.0.1:{}", free_port());
+    let ws = format!("127.0.0.1:{}", unclaimed_port());
     let child = Command::new(bin)
         .args([&ws, &echo.to_string()])
         .stdin(Stdio::null())

@@ -4,6 +4,10 @@
 //! policy with `<site-control>`. Every fake answers a bounded number of
 //! connections and every wait is bounded.
 
+#[allow(dead_code)] // the server's suites use the rest
+#[path = "../../server/tests/common/ports.rs"]
+mod ports;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
@@ -43,21 +47,6 @@ fn fake(connections: usize, answer: fn(TcpStream)) -> SocketAddr {
         }
     });
     addr
-}
-
-/// A loopback port nothing listens on. A socket holds it bound, never
-/// listening, until the test process exits: connecting is refused, and no
-/// other test's bind to port 0 can be given it meanwhile.
-fn closed_port() -> u16 {
-    use std::os::fd::IntoRawFd;
-    let s =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
-        .expect("bind");
-    let addr = s.local_addr().expect("addr").as_socket().expect("inet");
-    // Kept open on purpose: one descriptor per call, for the process' life.
-    let _held = s.into_raw_fd();
-    addr.port()
 }
 
 fn reply_with(bytes: &[u8]) -> impl Fn(TcpStream) {
@@ -152,7 +141,7 @@ fn a_silent_master_port_falls_back_to_the_destination_after_the_timeout() {
 #[test]
 fn no_nul() {
     let dest = fake(6, |s| reply_with(POLICY.as_bytes())(s));
-    let closed = closed_port().to_string();
+    let closed = ports::closed_port().port().to_string();
     let (code, json) = check(dest.port(), &["--master-port", &closed]);
     let flash = client(&json, "flash");
     // Flash Player takes what came before the close.
@@ -166,7 +155,7 @@ fn no_nul() {
 #[test]
 fn two_nuls() {
     let dest = fake(6, |s| reply_with(format!("{POLICY}\0\0").as_bytes())(s));
-    let closed = closed_port().to_string();
+    let closed = ports::closed_port().port().to_string();
     let (code, json) = check(
         dest.port(),
         &["--client", "flash", "--master-port", &closed],
@@ -184,7 +173,7 @@ fn a_reply_before_the_request() {
         read_request(&mut stream);
     }
     let dest = fake(2, eager);
-    let closed = closed_port().to_string();
+    let closed = ports::closed_port().port().to_string();
     // The eager fake's thread may run late: look for its bytes for long
     // enough (they come at once on time, so the look ends then).
     let (code, json) = check(
@@ -217,7 +206,7 @@ fn a_reset() {
     let master = fake(2, reset);
     let master_port = master.port().to_string();
     let (code, json) = check(
-        closed_port(),
+        ports::closed_port().port(),
         &["--client", "unity", "--master-port", &master_port],
     );
     let unity = client(&json, "unity");
@@ -239,7 +228,10 @@ fn a_reply_larger_than_one_read() {
     }
     let master = fake(6, big);
     let master_port = master.port().to_string();
-    let (code, json) = check(closed_port(), &["--master-port", &master_port]);
+    let (code, json) = check(
+        ports::closed_port().port(),
+        &["--master-port", &master_port],
+    );
     let unity = client(&json, "unity");
     assert_eq!(unity["allowed"], false, "{json}");
     assert!(defects(unity, 0).contains(&"cut".to_string()), "{json}");
@@ -256,7 +248,7 @@ fn a_destination_port_policy_with_site_control() {
         )(stream);
     }
     let dest = fake(6, with_site_control);
-    let closed = closed_port().to_string();
+    let closed = ports::closed_port().port().to_string();
     let (code, json) = check(dest.port(), &["--master-port", &closed]);
     // Flash Player ignores <site-control> outside the master policy.
     assert_eq!(client(&json, "flash")["allowed"], true, "{json}");

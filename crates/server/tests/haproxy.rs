@@ -10,7 +10,7 @@
 mod common;
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -45,12 +45,6 @@ fn haproxy_path() -> Option<PathBuf> {
         eprintln!("haproxy test: skipped: {why}");
     }
     found
-}
-
-/// A loopback port nobody listens on now.
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
 }
 
 /// HAProxy, killed when dropped.
@@ -107,7 +101,9 @@ fn haproxy_v1_and_v2_in_front_of_two_servers() {
         ];
         let s1 = Server::start(backend, &args);
         let s2 = Server::start(backend, &args);
-        let frontend: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("valid");
+        let frontend: SocketAddr = format!("127.0.0.1:{}", unclaimed_port())
+            .parse()
+            .expect("valid");
         let _haproxy = start_haproxy(&bin, frontend, s1.addr(), s2.addr());
 
         // Wait until HAProxy serves, and its health checks have found both

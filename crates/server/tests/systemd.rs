@@ -7,15 +7,15 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::os::unix::net::UnixDatagram;
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{
-    backends, default_reply, expect_totals, read_to_close, TempFile, BIN, IO_TIMEOUT,
-    PROCESS_TIMEOUT, REQUEST,
+    backends, default_reply, expect_totals, read_to_close, unclaimed_port, TempFile, BIN,
+    IO_TIMEOUT, PROCESS_TIMEOUT, REQUEST,
 };
 
 const ACTIVATE: &str = "/usr/bin/systemd-socket-activate";
@@ -31,12 +31,6 @@ fn have_activate() -> bool {
     }
     eprintln!("skipped: {ACTIVATE} is not installed (Debian package systemd)");
     false
-}
-
-/// A loopback port that was free a moment ago.
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
 }
 
 /// A started process whose stderr is collected; killed when dropped.
@@ -165,7 +159,7 @@ fn a_passed_socket_is_served_by_every_worker_with_notify_and_watchdog() {
     }
     for backend in backends() {
         let mut notify = Notify::new(&format!("notify-{backend}"));
-        let port = free_port();
+        let port = unclaimed_port();
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let mut server = Proc::spawn(
             Command::new(ACTIVATE)
@@ -260,7 +254,7 @@ fn a_passed_udp_socket_is_refused_naming_the_descriptor() {
     if !have_activate() {
         return;
     }
-    let port = free_port();
+    let port = unclaimed_port();
     let mut server = Proc::spawn(
         Command::new(ACTIVATE)
             .args(["--datagram", "-l", &format!("127.0.0.1:{port}")])

@@ -13,6 +13,11 @@ use std::time::{Duration, Instant};
 use flashpolicy_loadgen::stats::ErrorKind;
 use serde_json::Value;
 
+#[path = "../../../crates/server/tests/common/ports.rs"]
+mod ports;
+#[allow(unused_imports)] // each test binary uses a different part of this
+pub use ports::{closed_port, unclaimed_port};
+
 /// A valid socket policy (what every "good" fake server sends, plus a NUL).
 pub const POLICY: &[u8] =
     b"<cross-domain-policy><allow-access-from domain=\"*\" to-ports=\"*\"/></cross-domain-policy>";
@@ -24,21 +29,6 @@ pub fn reply() -> Vec<u8> {
     let mut r = POLICY.to_vec();
     r.push(0);
     r
-}
-
-/// A loopback port nothing listens on. A socket holds it bound, never
-/// listening, until the test process exits: connecting is refused, and no
-/// other test's bind to port 0 can be given it meanwhile.
-pub fn closed_port() -> u16 {
-    use std::os::fd::IntoRawFd;
-    let s =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
-        .expect("bind");
-    let addr = s.local_addr().expect("addr").as_socket().expect("inet");
-    // Kept open on purpose: one descriptor per call, for the process' life.
-    let _held = s.into_raw_fd();
-    addr.port()
 }
 
 /// A per-test scratch directory, removed on drop.

@@ -17,6 +17,10 @@ use std::time::{Duration, Instant};
 use flashpolicy_proto::serve::{End, Tally};
 use flashpolicy_proto::Policy;
 
+mod ports;
+#[allow(unused_imports)] // each test binary uses a different part of this
+pub use ports::{closed_port, unclaimed_port};
+
 /// The server binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_flashpolicyd");
 
@@ -653,21 +657,6 @@ pub fn settled_fds(pid: u32) -> usize {
         last = now;
     }
     last
-}
-
-/// A loopback port nothing listens on. A socket holds it bound, never
-/// listening, until the test process exits: connecting is refused, and no
-/// other test's bind to port 0 can be given it meanwhile.
-pub fn closed_port() -> SocketAddr {
-    use std::os::fd::IntoRawFd;
-    let s =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
-        .expect("bind");
-    let addr = s.local_addr().expect("addr").as_socket().expect("inet");
-    // Kept open on purpose: one descriptor per call, for the process' life.
-    let _held = s.into_raw_fd();
-    addr
 }
 
 /// Connects to `addr` from `source` (a loopback address, any port).
