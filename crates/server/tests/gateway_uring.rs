@@ -11,7 +11,8 @@ mod common;
 mod gw;
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::TcpStream;
+use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
 
@@ -26,7 +27,7 @@ fn uring() -> Option<&'static str> {
 #[test]
 fn relays_that_find_no_free_buffer_wait_for_one() {
     const CLIENTS: usize = 8;
-    const BYTES: usize = 512 << 10;
+    const BYTES: usize = 192 << 10;
     let Some(backend) = uring() else { return };
     let up = upstream(Upstream::Echo);
     let spec = format!("127.0.0.1:0={up}");
@@ -41,22 +42,24 @@ fn relays_that_find_no_free_buffer_wait_for_one() {
         "the test hook took:\n{}",
         server.log_text()
     );
+    // Every relay is up before any of them sends in bulk, so that they
+    // overlap; each client reads slowly, so that the sends toward it hold
+    // their buffers.
+    let ready = Arc::new(Barrier::new(CLIENTS));
     let clients: Vec<_> = (0..CLIENTS)
         .map(|n| {
+            let ready = Arc::clone(&ready);
             thread::spawn(move || {
                 let data: Vec<u8> = (0..BYTES).map(|i| (i * 31 + n * 7) as u8).collect();
                 let mut s = connect(addr);
                 s.set_read_timeout(Some(Duration::from_secs(20)))
                     .expect("timeout");
-                let mut writer = s.try_clone().expect("clone");
-                let sent = data.clone();
-                let w = thread::spawn(move || {
-                    writer.write_all(&sent).expect("send");
-                    writer.shutdown(Shutdown::Write).expect("half-close");
-                });
-                let mut got = Vec::with_capacity(BYTES);
-                s.read_to_end(&mut got).expect("echo");
-                w.join().expect("writer");
+                read_slowly(&s);
+                s.write_all(b"<hi/>").expect("hello");
+                let mut hello = [0u8; 5];
+                s.read_exact(&mut hello).expect("hello back");
+                ready.wait();
+                let got = send_and_read_back(&mut s, &data);
                 assert!(
                     got == data,
                     "client {n}: {} of {BYTES} bytes back",
@@ -74,13 +77,7 @@ fn relays_that_find_no_free_buffer_wait_for_one() {
     let totals = expect_totals(&log, backend);
     assert_eq!(totals.relayed, CLIENTS as u64);
     // The test is of the wait: it must have happened.
-    let waits: u64 = log
-        .lines()
-        .find_map(|l| {
-            let rest = &l[l.find("relay ring: ")? + "relay ring: ".len()..];
-            rest.split_whitespace().next()?.parse().ok()
-        })
-        .unwrap_or_else(|| panic!("no count of waits:\n{log}"));
+    let waits = ring_waits(&log).unwrap_or_else(|| panic!("no count of waits:\n{log}"));
     assert!(waits > 0, "no receive waited for a buffer:\n{log}");
     assert_eq!(
         totals.ended_total(),

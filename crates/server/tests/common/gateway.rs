@@ -125,7 +125,13 @@ pub fn rss_kb(pid: u32) -> u64 {
 
 /// Sends `bytes`, half-closes, and reads everything back until the close.
 pub fn round_trip(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
-    let mut s = connect(addr);
+    send_and_read_back(&mut connect(addr), bytes)
+}
+
+/// On `s`, sends `bytes` and half-closes (from a thread of its own, so
+/// that neither direction waits for the other) while reading everything
+/// that comes back until the close.
+pub fn send_and_read_back(s: &mut TcpStream, bytes: &[u8]) -> Vec<u8> {
     let writer = {
         let mut w = s.try_clone().expect("clone");
         let bytes = bytes.to_vec();
@@ -134,7 +140,7 @@ pub fn round_trip(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
             w.shutdown(Shutdown::Write).expect("half-close");
         })
     };
-    let got = read_to_close(&mut s, 4 << 20).expect("read to the close");
+    let got = read_to_close(s, 4 << 20).expect("read to the close");
     writer.join().expect("writer");
     got
 }
@@ -173,3 +179,22 @@ pub fn flood_until_blocked(s: &mut TcpStream, chunk: &[u8]) -> usize {
 
 /// What [`flood_until_blocked`] stops at.
 pub const FLOOD_LIMIT: usize = 256 << 20;
+
+/// How many receives on the relay ring waited for a free buffer, from the
+/// count a uring server logs at exit with `--log debug`.
+#[allow(dead_code)] // only the ring's tests read it
+pub fn ring_waits(log: &str) -> Option<u64> {
+    log.lines().find_map(|l| {
+        let rest = &l[l.find("relay ring: ")? + "relay ring: ".len()..];
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// Makes `s` a slow reader: with a receive buffer this small, a relay's
+/// sends toward it stay in flight (holding their buffer) far longer.
+#[allow(dead_code)] // only the ring's tests need it
+pub fn read_slowly(s: &TcpStream) {
+    socket2::SockRef::from(s)
+        .set_recv_buffer_size(4096)
+        .expect("SO_RCVBUF");
+}
