@@ -42,7 +42,7 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
 
-    /// How long to look, before sending the request, for bytes the server sends unasked ("sent before the request"); not counted in the times.
+    /// How long to look, before sending the request, for bytes the server sends unasked ("sent before the request"; 0s skips the look); not counted in the times.
     #[arg(long, value_name = "DURATION", default_value = "50ms", value_parser = humantime::parse_duration)]
     pub early_wait: Duration,
 

@@ -196,6 +196,31 @@ fn a_reply_before_the_request() {
 }
 
 #[test]
+fn an_early_wait_of_zero_does_not_look() {
+    fn eager(mut stream: TcpStream) {
+        let _ = stream.write_all(format!("{POLICY}\0").as_bytes());
+        read_request(&mut stream);
+    }
+    let dest = fake(2, eager);
+    let closed = ports::closed_port().port().to_string();
+    let (code, json) = check(
+        dest.port(),
+        &[
+            "--client",
+            "flash",
+            "--master-port",
+            &closed,
+            "--early-wait",
+            "0s",
+        ],
+    );
+    let flash = client(&json, "flash");
+    assert_eq!(flash["allowed"], true, "{json}");
+    assert_eq!(defects(flash, 1), Vec::<String>::new(), "{json}");
+    assert_eq!(code, 0, "{json}");
+}
+
+#[test]
 fn a_reset() {
     fn reset(mut stream: TcpStream) {
         read_request(&mut stream);
