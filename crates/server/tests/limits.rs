@@ -106,7 +106,7 @@ fn max_connections_makes_new_clients_wait_for_a_free_slot() {
         );
         let addr = server.addr();
         let expected = default_reply();
-        let before = open_fds(server.pid());
+        let before = settled_fds(server.pid());
         let first = connect(addr);
         let second = connect(addr);
         // Wait until the server has taken both into its two slots: two more

@@ -77,7 +77,7 @@ fn one_address_holds_at_most_n_across_workers_and_others_are_served() {
             &["--max-per-ip", "3", "--threads", "2", "--timeout", "30s"],
         );
         let pid = server.pid();
-        let base = open_fds(pid);
+        let base = settled_fds(pid);
         // Eight silent clients from one address: SO_REUSEPORT spreads them
         // over both workers, yet only three are held (counted per worker,
         // up to six would be) and five are closed without a byte.
@@ -133,7 +133,7 @@ fn behind_proxy_protocol_the_headers_source_is_counted() {
             ],
         );
         let pid = server.pid();
-        let base = open_fds(pid);
+        let base = settled_fds(pid);
         // Every connection comes from the "balancer" 127.0.0.1. Three claim
         // 198.51.100.7 and send only the header: one is held, two closed.
         let clients: Vec<_> = (0..3)

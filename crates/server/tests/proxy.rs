@@ -116,7 +116,7 @@ fn bad_headers_get_no_reply_and_count_as_proxy_invalid() {
         good.extend_from_slice(REQUEST);
         // Served first: the worker is up and has opened its descriptors.
         assert_served(server.addr(), &[&good], &default_reply(), backend);
-        let before = open_fds(pid);
+        let before = settled_fds(pid);
         let mut long = b"PROXY UNKNOWN ".to_vec();
         long.resize(120, b'a');
         long.extend_from_slice(b"\r\n");
