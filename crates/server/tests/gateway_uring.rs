@@ -2,7 +2,9 @@
 //! provided buffer in use wait for one and arrive intact; a relay holds its
 //! two sockets and no pipe (two descriptors, where the epoll relay's splice
 //! needs six); and a ring that cannot be set up falls back to the epoll
-//! relay, saying so. The behaviour both relays share is tested on both
+//! relay, saying so; a relay left with nothing in flight (both ways
+//! waiting for a buffer) is still closed and counted when the drain ends.
+//! The behaviour both relays share is tested on both
 //! engines in `gateway.rs`.
 
 mod common;
@@ -10,7 +12,7 @@ mod common;
 #[allow(dead_code)] // shared with gateway.rs, which uses all of it
 mod gw;
 
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, Barrier};
 use std::thread;
@@ -135,4 +137,60 @@ fn a_ring_that_cannot_be_set_up_falls_back_to_the_epoll_relay() {
     assert_eq!(round_trip(addr, b"<msg t='sys'/>"), b"<msg t='sys'/>");
     let totals = stop(server, backend);
     assert_eq!(totals.relayed, 1);
+}
+
+#[test]
+fn a_relay_waiting_for_buffers_both_ways_is_closed_and_counted_when_the_drain_ends() {
+    let Some(backend) = uring() else { return };
+    let up = upstream(Upstream::Echo);
+    let spec = format!("127.0.0.1:0={up}");
+    let mut server = Server::builder(backend)
+        .env("FLASHPOLICYD_URING_RELAY_BUFFERS", "2")
+        .args(&[
+            "--gateway",
+            &spec,
+            "--threads",
+            "1",
+            "--log",
+            "debug",
+            "--drain-timeout",
+            "300ms",
+        ])
+        .start();
+    let addr = announced(&server, "gateway on ");
+    // A player that floods and never reads: both of the thread's buffers
+    // end up in sends that cannot finish, one each way.
+    let mut hog = connect(addr);
+    read_slowly(&hog);
+    let written = flood_until_blocked(&mut hog, &vec![0x5au8; 64 << 10]);
+    assert!(written < FLOOD_LIMIT, "the gateway took it all");
+    // A second player: its message finds no buffer, and neither does the
+    // receive from its game server, so nothing of it is in flight.
+    let mut waiting = connect(addr);
+    waiting.write_all(b"<hi/>").expect("send");
+    thread::sleep(Duration::from_millis(300));
+    server.signal(libc::SIGTERM);
+    // The drain ends: the open relays close. Each has bytes from its
+    // player that nothing read, so the kernel resets rather than FINs.
+    for s in [&mut hog, &mut waiting] {
+        s.set_nonblocking(false).expect("blocking");
+        let mut sink = [0u8; 64 << 10];
+        loop {
+            match s.read(&mut sink) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break,
+                Err(e) => panic!("a relay was not closed at the drain's end: {e}"),
+            }
+        }
+    }
+    let log = server.expect_exit(0, backend);
+    let totals = expect_totals(&log, backend);
+    let waits = ring_waits(&log).unwrap_or_else(|| panic!("no count of waits:\n{log}"));
+    assert!(
+        waits >= 2,
+        "the second relay never waited both ways:\n{log}"
+    );
+    assert_eq!(totals.relayed, 2, "{totals:?}\n{log}");
+    assert_eq!(totals.ended_total(), totals.accepted, "{totals:?}");
 }

@@ -221,9 +221,15 @@ impl<T> RingRelays<T> {
         }
         let free = self.bufs.count().saturating_sub(self.out);
         if free > 0 && !self.starved.is_empty() {
-            // Buffers came back while receives were finding none: as many
-            // of those receives try again as there are buffers free.
-            self.retry_starved(usize::from(free));
+            // Buffers came back while receives were finding none: every one
+            // of those receives tries again. Not only as many as are free:
+            // a receive on a socket with nothing to read finds no buffer
+            // either while none is free, and tried again it only waits for
+            // data, taking none and completing nothing, so a wake-up spent
+            // on it would leave one with data waiting behind it, on a
+            // thread that may see no other completion. The ones that lose
+            // the race for the free buffers find none again and queue.
+            self.retry_starved(self.starved.len());
         }
         Ok(std::mem::take(&mut self.watch_ready))
     }
@@ -345,6 +351,7 @@ impl<T> RingRelays<T> {
                     Action::SendFirst => {
                         let first = pair.flows[dir].first();
                         opcode::Send::new(types::Fd(to), first.as_ptr(), first.len() as u32)
+                            .flags(libc::MSG_NOSIGNAL)
                             .build()
                             .user_data(encode(Kind::First, key, dir))
                     }
@@ -360,6 +367,7 @@ impl<T> RingRelays<T> {
                             return Err(io::Error::from(io::ErrorKind::InvalidData));
                         };
                         opcode::Send::new(types::Fd(to), ptr, len)
+                            .flags(libc::MSG_NOSIGNAL)
                             .build()
                             .user_data(encode(Kind::Send, key, dir))
                     }
@@ -400,6 +408,9 @@ impl<T> RingRelays<T> {
             linger_zero(&pair.sockets[1]);
         }
         if pair.in_flight == 0 {
+            // No completion will come to finish it (say one direction shut
+            // and the other waiting for a buffer): it is over now.
+            self.maybe_finish(key);
             return;
         }
         let entries = pair.sockets.each_ref().map(|socket| {
