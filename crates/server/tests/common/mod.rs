@@ -17,7 +17,10 @@ use std::time::{Duration, Instant};
 use flashpolicy_proto::serve::{End, Tally};
 use flashpolicy_proto::Policy;
 
+mod fds;
 mod ports;
+#[allow(unused_imports)] // each test binary uses a different part of this
+pub use fds::{open_fds, settled_fds, wait_for_fds};
 #[allow(unused_imports)] // each test binary uses a different part of this
 pub use ports::{closed_port, unclaimed_port};
 
@@ -635,30 +638,6 @@ impl Drop for TempFile {
     }
 }
 
-/// Descriptors open in process `pid` (0 once it has gone).
-pub fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
-
-/// Descriptors open in `pid` once it has settled: workers open their ring
-/// and spare descriptor after "listening on" is logged, and a finished
-/// relay's sockets close just after its client saw the end, so wait until
-/// the count holds still.
-pub fn settled_fds(pid: u32) -> usize {
-    let mut last = open_fds(pid);
-    for _ in 0..50 {
-        std::thread::sleep(Duration::from_millis(100));
-        let now = open_fds(pid);
-        if now == last {
-            return now;
-        }
-        last = now;
-    }
-    last
-}
-
 /// Connects to `addr` from `source` (a loopback address, any port).
 pub fn connect_from(source: &str, addr: SocketAddr) -> TcpStream {
     use socket2::{Domain, Socket, Type};
@@ -682,18 +661,5 @@ pub fn assert_closed_without_reply(mut stream: TcpStream, what: &str) {
             assert!(got.is_empty(), "{what}: got {} bytes", got.len());
             assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{what}: {e}");
         }
-    }
-}
-
-/// Waits (bounded) until process `pid` has `n` descriptors open.
-pub fn wait_for_fds(pid: u32, n: usize, what: &str) {
-    let deadline = Instant::now() + IO_TIMEOUT;
-    while open_fds(pid) != n {
-        assert!(
-            Instant::now() < deadline,
-            "{what}: {} descriptors open, not {n}",
-            open_fds(pid)
-        );
-        std::thread::sleep(Duration::from_millis(5));
     }
 }
