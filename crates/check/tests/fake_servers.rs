@@ -166,17 +166,16 @@ fn two_nuls() {
     assert_eq!(code, 1);
 }
 
-#[test]
-fn a_reply_before_the_request() {
+/// The checker, as Flash Player with `--early-wait early`, against a
+/// server that sends its policy before the request.
+fn check_eager(early: &str) -> (i32, Value) {
     fn eager(mut stream: TcpStream) {
         let _ = stream.write_all(format!("{POLICY}\0").as_bytes());
         read_request(&mut stream);
     }
     let dest = fake(2, eager);
     let closed = ports::closed_port().port().to_string();
-    // The eager fake's thread may run late: look for its bytes for long
-    // enough (they come at once on time, so the look ends then).
-    let (code, json) = check(
+    check(
         dest.port(),
         &[
             "--client",
@@ -184,9 +183,16 @@ fn a_reply_before_the_request() {
             "--master-port",
             &closed,
             "--early-wait",
-            "10s",
+            early,
         ],
-    );
+    )
+}
+
+#[test]
+fn a_reply_before_the_request() {
+    // The eager fake's thread may run late: look for its bytes for long
+    // enough (they come at once on time, so the look ends then).
+    let (code, json) = check_eager("10s");
     let flash = client(&json, "flash");
     assert!(
         defects(flash, 1).contains(&"before_request".to_string()),
@@ -197,23 +203,7 @@ fn a_reply_before_the_request() {
 
 #[test]
 fn an_early_wait_of_zero_does_not_look() {
-    fn eager(mut stream: TcpStream) {
-        let _ = stream.write_all(format!("{POLICY}\0").as_bytes());
-        read_request(&mut stream);
-    }
-    let dest = fake(2, eager);
-    let closed = ports::closed_port().port().to_string();
-    let (code, json) = check(
-        dest.port(),
-        &[
-            "--client",
-            "flash",
-            "--master-port",
-            &closed,
-            "--early-wait",
-            "0s",
-        ],
-    );
+    let (code, json) = check_eager("0s");
     let flash = client(&json, "flash");
     assert_eq!(flash["allowed"], true, "{json}");
     assert_eq!(defects(flash, 1), Vec::<String>::new(), "{json}");
