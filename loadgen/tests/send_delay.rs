@@ -6,7 +6,6 @@ mod common;
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -19,21 +18,7 @@ use common::*;
 /// in milliseconds) is the time the handshake's final ACK made it. `None`
 /// when data has already arrived, so that time is gone.
 fn handshake_age(s: &TcpStream) -> Option<Duration> {
-    // SAFETY: `tcp_info` is plain integers, so all zeroes is a valid value.
-    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-    // SAFETY: the descriptor is open for the call; the kernel writes at most
-    // `len` bytes into `info`, which is that large and lives across it.
-    let r = unsafe {
-        libc::getsockopt(
-            s.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            std::ptr::addr_of_mut!(info).cast(),
-            &mut len,
-        )
-    };
-    assert_eq!(r, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+    let info = tcp_info(s);
     // Only after reading the age: is data there already? If none is, none
     // was when the age was read either.
     s.set_nonblocking(true).expect("nonblocking");

@@ -15,8 +15,12 @@ use serde_json::Value;
 
 #[path = "../../../crates/server/tests/common/ports.rs"]
 mod ports;
+#[path = "../../../crates/server/tests/common/tcp_info.rs"]
+mod tcp_info;
 #[allow(unused_imports)] // each test binary uses a different part of this
 pub use ports::{closed_port, unclaimed_port};
+#[allow(unused_imports)] // only the send-delay test reads it
+pub use tcp_info::tcp_info;
 
 /// A valid socket policy (what every "good" fake server sends, plus a NUL).
 pub const POLICY: &[u8] =

@@ -8,7 +8,6 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Ipv6Addr, Shutdown, SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
@@ -19,10 +18,13 @@ use flashpolicy_proto::Policy;
 
 mod fds;
 mod ports;
+mod tcp_info;
 #[allow(unused_imports)] // each test binary uses a different part of this
 pub use fds::{open_fds, settled_fds, wait_for_fds};
 #[allow(unused_imports)] // each test binary uses a different part of this
 pub use ports::{closed_port, unclaimed_port};
+#[allow(unused_imports)] // each test binary uses a different part of this
+pub use tcp_info::tcp_info;
 
 /// The server binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_flashpolicyd");
@@ -502,22 +504,7 @@ pub fn read_to_close(
 /// The kernel's TCP state of `stream` (`libc::TCP_*` numbering in
 /// `linux/tcp_states.h`: 7 CLOSE, 8 CLOSE_WAIT).
 pub fn tcp_state(stream: &TcpStream) -> u8 {
-    // SAFETY: tcp_info is plain data; all zeroes is a valid value.
-    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-    // SAFETY: passes a live tcp_info and its size; the kernel writes at most
-    // `len` bytes and updates `len`.
-    let rc = unsafe {
-        libc::getsockopt(
-            stream.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            (&mut info as *mut libc::tcp_info).cast(),
-            &mut len,
-        )
-    };
-    assert_eq!(rc, 0, "TCP_INFO: {}", io::Error::last_os_error());
-    info.tcpi_state
+    tcp_info(stream).tcpi_state
 }
 
 /// TCP_CLOSE_WAIT: the peer closed gracefully (FIN), we have not.
